@@ -1,0 +1,61 @@
+"""The ``detkit`` command: LightningCLI subcommands ``fit``, ``validate``, ``test``, ``predict``."""
+
+from __future__ import annotations
+
+import sys
+
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from detkit.callbacks import PredictionWriter
+from detkit.data.datamodules import DetectionDataModule
+from detkit.module import DetectionModule
+
+
+class DetkitCLI(LightningCLI):
+    """LightningCLI with detkit's wiring.
+
+    - ``num_classes`` and ``class_names`` are declared once, by the data, and linked into the model;
+    - a :class:`~lightning.pytorch.callbacks.ModelCheckpoint` (group ``checkpoint``) keeps the best
+      ``val/map`` and the last epoch;
+    - a :class:`~detkit.callbacks.PredictionWriter` (group ``predictions``) writes what
+      ``detkit predict`` finds.
+    """
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.monitor": "val/map",
+                "checkpoint.mode": "max",
+                "checkpoint.filename": "best",
+                "checkpoint.save_last": True,
+                "checkpoint.enable_version_counter": False,
+                "checkpoint.auto_insert_metric_name": False,
+            }
+        )
+        parser.add_lightning_class_args(PredictionWriter, "predictions")
+
+
+def main(args: list[str] | None = None, run: bool = True) -> DetkitCLI:
+    """Entry point of the ``detkit`` console script."""
+    return DetkitCLI(
+        DetectionModule,
+        DetectionDataModule,
+        subclass_mode_data=True,
+        trainer_defaults={
+            "callbacks": [
+                {"class_path": "lightning.pytorch.callbacks.RichProgressBar"},
+                {"class_path": "lightning.pytorch.callbacks.LearningRateMonitor", "init_args": {"logging_interval": "step"}},
+            ],
+        },
+        save_config_kwargs={"overwrite": True},
+        args=args,
+        run=run,
+    )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

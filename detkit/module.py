@@ -1,0 +1,161 @@
+"""DetectionModule: the LightningModule that trains and evaluates a plain :class:`~detkit.models.Detector`."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Literal
+
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor
+from torch.optim.lr_scheduler import LinearLR
+
+from detkit.evaluation import COCO_STAT_NAMES, DetectionEvaluator
+from detkit.models import Detector
+from detkit.ops.boxes import unletterbox_boxes
+from detkit.types import Detections, Target
+
+#: Version of the ``checkpoint["detkit"]`` block; bump it and migrate in :mod:`detkit.inference`.
+CHECKPOINT_FORMAT_VERSION = 1
+
+Batch = tuple[Tensor, list[Target]]
+
+
+def to_original_pixels(detections: list[Detections], targets: list[Target]) -> tuple[list[Detections], list[Target]]:
+    """Map detections and targets from letterboxed input pixels back to each original image."""
+    dets_out: list[Detections] = []
+    targets_out: list[Target] = []
+    for det, tgt in zip(detections, targets):
+        size = tgt["orig_size"]
+        dets_out.append({**det, "boxes": unletterbox_boxes(det["boxes"], tgt["scale"], size)})
+        targets_out.append({**tgt, "boxes": unletterbox_boxes(tgt["boxes"], tgt["scale"], size)})
+    return dets_out, targets_out
+
+
+class DetectionModule(LightningModule):
+    """Trains a detector with injected optimizer and scheduler; validates and tests with COCO mAP.
+
+    Logs ``train/loss*`` every step, ``val/loss*`` per epoch and the 12 COCO stats as ``val/map``,
+    ``val/map_50``, ... (``test/...`` under ``detkit test``). The checkpoint carries a ``detkit``
+    block (format version, class names, detector config, input size) that
+    :func:`detkit.load_detector` reads without Lightning's Trainer.
+    """
+
+    def __init__(
+        self,
+        detector: Callable[[int], Detector],
+        num_classes: int = 3,
+        class_names: list[str] | None = None,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        lr_scheduler_interval: Literal["epoch", "step"] = "epoch",
+        warmup_steps: int = 100,
+        warmup_start_factor: float = 0.001,
+    ) -> None:
+        """Build the system around a detector.
+
+        Args:
+            detector: the detector (``class_path: detkit.models.Detector``); it receives
+                ``num_classes`` when built.
+            num_classes: number of object classes; linked from the data, do not set it by hand.
+            class_names: one name per class; linked from the data.
+            optimizer: optimizer class and its arguments (receives the trainable parameters).
+            lr_scheduler: learning-rate scheduler class and arguments, or none for a constant rate.
+            lr_scheduler_interval: ``"epoch"`` or ``"step"``: when the scheduler steps.
+            warmup_steps: optimizer steps of linear learning-rate warm-up (0 turns it off).
+            warmup_start_factor: learning-rate multiplier at the first warm-up step.
+        """
+        super().__init__()
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"class_names has {len(class_names)} names but num_classes is {num_classes}")
+        self.save_hyperparameters()
+        self.detector = detector(num_classes)
+        self.num_classes = num_classes
+        self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
+        self.optimizer_factory = optimizer
+        self.lr_scheduler_factory = lr_scheduler
+        self.val_evaluator = DetectionEvaluator()
+        self.test_evaluator = DetectionEvaluator()
+
+    def forward(self, images: Tensor) -> list[Detections]:
+        """Detections in input pixels for a batch ``FloatTensor[B, 3, H, W]`` in ``[0, 1]``."""
+        return self.detector.predict_batch(images)
+
+    # ---- training -------------------------------------------------------------------------
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        images, targets = batch
+        losses = self.detector.loss(images, targets)
+        self.log_dict({f"train/{k}": v for k, v in losses.items()}, batch_size=images.shape[0])
+        self.log("loss", losses["loss"], prog_bar=True, logger=False, batch_size=images.shape[0])
+        return losses["loss"]
+
+    # ---- evaluation -----------------------------------------------------------------------
+    def _evaluate_batch(self, batch: Batch, stage: str, evaluator: DetectionEvaluator) -> None:
+        images, targets = batch
+        losses, detections = self.detector.loss_and_predict(images, targets)
+        self.log_dict({f"{stage}/{k}": v for k, v in losses.items()}, batch_size=images.shape[0], sync_dist=True)
+        evaluator.update(*to_original_pixels(detections, targets))
+
+    def _log_coco_stats(self, stage: str, evaluator: DetectionEvaluator) -> None:
+        stats = evaluator.compute()
+        evaluator.reset()
+        for name in COCO_STAT_NAMES:
+            self.log(f"{stage}/{name}", stats[name], prog_bar=name == "map")
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._evaluate_batch(batch, "val", self.val_evaluator)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_coco_stats("val", self.val_evaluator)
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._evaluate_batch(batch, "test", self.test_evaluator)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_coco_stats("test", self.test_evaluator)
+
+    def predict_step(self, batch: Batch, batch_idx: int) -> list[dict[str, Any]]:
+        """Detections in original-image pixels, with each image's ``file_name`` and class names."""
+        images, targets = batch
+        detections, _ = to_original_pixels(self.detector.predict_batch(images), targets)
+        return [
+            {**det, "names": [self.class_names[i] for i in det["labels"].tolist()], "file_name": tgt.get("file_name")}
+            for det, tgt in zip(detections, targets)
+        ]
+
+    # ---- optimisation ---------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = self.optimizer_factory(params)
+        schedulers = []
+        if self.hparams.warmup_steps > 0:
+            warmup = LinearLR(optimizer, start_factor=self.hparams.warmup_start_factor, total_iters=self.hparams.warmup_steps)
+            schedulers.append({"scheduler": warmup, "interval": "step"})
+        if self.lr_scheduler_factory is not None:
+            main = self.lr_scheduler_factory(optimizer)
+            schedulers.append({"scheduler": main, "interval": self.hparams.lr_scheduler_interval})
+        return [optimizer], schedulers
+
+    # ---- checkpoints ----------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        detector_config = self.hparams.get("detector")
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        checkpoint["detkit"] = {
+            "format_version": CHECKPOINT_FORMAT_VERSION,
+            "num_classes": self.num_classes,
+            "class_names": self.class_names,
+            # A plain {class_path, init_args} dict when built through the CLI or from_config.
+            "detector": detector_config if isinstance(detector_config, dict) else None,
+            "input_size": getattr(datamodule, "input_size", None),
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "DetectionModule":
+        """Build from a plain config dict (the ``model:`` block of a YAML), keeping it for checkpoints.
+
+        Use this rather than ``DetectionModule(detector=...)`` in Python code whose checkpoints
+        should load with :func:`detkit.load_detector`.
+        """
+        from lightning.pytorch.cli import instantiate_module
+
+        return instantiate_module(cls, config)

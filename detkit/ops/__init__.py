@@ -1,0 +1,1 @@
+"""Pure tensor functions shared by models, data and evaluation."""

@@ -1,0 +1,76 @@
+"""Box operations: the one place where boxes change encoding (thin wrappers over torchvision.ops)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torchvision.ops import box_convert
+
+__all__ = [
+    "clip_boxes",
+    "xyxy_to_cxcywh",
+    "cxcywh_to_xyxy",
+    "letterbox_scale",
+    "unletterbox_boxes",
+    "encode_ltrb",
+    "decode_ltrb",
+    "box_area",
+]
+
+
+def box_area(boxes: Tensor) -> Tensor:
+    """Area of ``[..., 4]`` xyxy boxes, zero for degenerate ones -> ``[...]``."""
+    wh = (boxes[..., 2:] - boxes[..., :2]).clamp(min=0)
+    return wh[..., 0] * wh[..., 1]
+
+
+def clip_boxes(boxes: Tensor, size: tuple[int, int] | Tensor) -> Tensor:
+    """Clip ``[..., 4]`` xyxy boxes to an image of ``size = (height, width)``."""
+    h, w = (size[0], size[1])
+    x = boxes[..., 0::2].clamp(min=0, max=float(w))
+    y = boxes[..., 1::2].clamp(min=0, max=float(h))
+    return torch.stack((x[..., 0], y[..., 0], x[..., 1], y[..., 1]), dim=-1)
+
+
+def xyxy_to_cxcywh(boxes: Tensor) -> Tensor:
+    """``[..., 4]`` xyxy -> ``[..., 4]`` centre x, centre y, width, height."""
+    return box_convert(boxes, "xyxy", "cxcywh")
+
+
+def cxcywh_to_xyxy(boxes: Tensor) -> Tensor:
+    """``[..., 4]`` centre x, centre y, width, height -> ``[..., 4]`` xyxy."""
+    return box_convert(boxes, "cxcywh", "xyxy")
+
+
+def letterbox_scale(orig_size: tuple[int, int], input_size: int) -> float:
+    """Scale that fits an image of ``orig_size = (h, w)`` inside an ``input_size`` square."""
+    return float(input_size) / float(max(orig_size))
+
+
+def unletterbox_boxes(boxes: Tensor, scale: Tensor | float, orig_size: tuple[int, int] | Tensor) -> Tensor:
+    """Map ``[N, 4]`` boxes from a top-left letterboxed input back to original pixels.
+
+    The letterbox resizes by ``scale`` and pads on the right and bottom only, so the inverse is a
+    division followed by a clip to the original ``(height, width)``.
+    """
+    return clip_boxes(boxes / scale, orig_size)
+
+
+def encode_ltrb(points: Tensor, boxes: Tensor) -> Tensor:
+    """Distances from points to box sides.
+
+    Args:
+        points: ``[..., 2]`` (x, y).
+        boxes: ``[..., 4]`` xyxy, broadcastable against ``points``.
+
+    Returns:
+        ``[..., 4]`` (left, top, right, bottom); all positive iff the point is inside the box.
+    """
+    lt = points - boxes[..., :2]
+    rb = boxes[..., 2:] - points
+    return torch.cat((lt, rb), dim=-1)
+
+
+def decode_ltrb(points: Tensor, ltrb: Tensor) -> Tensor:
+    """Inverse of :func:`encode_ltrb`: ``[..., 2]`` points and ``[..., 4]`` distances -> xyxy."""
+    return torch.cat((points - ltrb[..., :2], points + ltrb[..., 2:]), dim=-1)
