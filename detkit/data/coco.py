@@ -130,7 +130,9 @@ class CocoDetection(Dataset):
         self._targets = [self._build_target(img, anns, label_of) for img, anns in zip(self.images, per_image)]
         self._warn()
 
-    def _build_target(self, img: dict[str, Any], anns: list[dict[str, Any]], label_of: dict[int, int]) -> dict[str, np.ndarray]:
+    def _build_target(
+        self, img: dict[str, Any], anns: list[dict[str, Any]], label_of: dict[int, int]
+    ) -> dict[str, np.ndarray]:
         """Convert one image's annotations; records clipped / dropped boxes for :meth:`_warn`."""
         n = len(anns)
         xywh = np.asarray([a["bbox"] for a in anns], dtype=np.float64).reshape(n, 4)

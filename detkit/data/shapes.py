@@ -62,7 +62,8 @@ def _shape_mask(rng: np.random.Generator, label: int, size: int) -> np.ndarray:
     else:  # equilateral triangle inscribed in the canvas circle, random rotation
         r = (size - 1) / 2.0
         start = rng.uniform(0, 2 * math.pi)
-        points = [(r + r * math.cos(start + k * 2 * math.pi / 3), r + r * math.sin(start + k * 2 * math.pi / 3)) for k in range(3)]
+        angles = [start + k * 2 * math.pi / 3 for k in range(3)]
+        points = [(r + r * math.cos(a), r + r * math.sin(a)) for a in angles]
         draw.polygon(points, fill=255)
     mask = np.asarray(canvas) > 0
     rows = np.flatnonzero(mask.any(axis=1))
@@ -174,13 +175,14 @@ class ShapesDataset(Dataset):
             boxes.append(box)
             labels.append(label)
             colours.append(colour)
-        boxes_array = np.stack(boxes).astype(np.float32)
+        boxes_array = np.stack(boxes).astype(np.float32)  # [N, 4]
+        widths, heights = boxes_array[:, 2] - boxes_array[:, 0], boxes_array[:, 3] - boxes_array[:, 1]
         target = {
             "boxes": boxes_array,
             "labels": np.asarray(labels, dtype=np.int64),
             "image_id": index,
             "file_name": f"shapes_{self.seed}_{index:06d}.png",
             "iscrowd": np.zeros(len(labels), dtype=np.int64),
-            "area": ((boxes_array[:, 2] - boxes_array[:, 0]) * (boxes_array[:, 3] - boxes_array[:, 1])).astype(np.float32),
+            "area": (widths * heights).astype(np.float32),
         }
         return image, target

@@ -33,7 +33,9 @@ def eval_transforms(size: int) -> A.Compose:
     """Letterbox: resize the longest side to ``size``, then zero-pad bottom/right to ``size x size``.
 
     The input-pixels-per-original-pixel factor is ``size / max(h, w)`` (see
-    :func:`detkit.ops.boxes.letterbox_scale`), so input boxes divided by it are original boxes.
+    :func:`detkit.ops.boxes.letterbox_scale`), so input boxes divided by it are original boxes. The
+    resized short side is rounded to whole pixels, so along it the mapping is exact only up to that
+    rounding (at most half an input pixel); boxes always stay aligned with the resized image content.
 
     Args:
         size: Side of the square network input.

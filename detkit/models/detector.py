@@ -34,7 +34,7 @@ class Detector(nn.Module):
         backbone: Backbone,
         # FPN
         fpn_channels: int = 256,
-        fpn_extra_levels: int = 2,
+        fpn_extra_levels: Literal[0, 1, 2] = 2,
         # Head
         head_convs: int = 4,
         head_kernel_size: int = 3,
@@ -121,8 +121,11 @@ class Detector(nn.Module):
             nms_iou=nms_iou,
             max_detections=max_detections,
         )
-        self.register_buffer("image_mean", torch.tensor(image_mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("image_std", torch.tensor(image_std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        # (1, 3, 1, 1) buffers: follow .to(device) but stay out of checkpoints.
+        mean = torch.tensor(image_mean, dtype=torch.float32).view(1, 3, 1, 1)
+        std = torch.tensor(image_std, dtype=torch.float32).view(1, 3, 1, 1)
+        self.register_buffer("image_mean", mean, persistent=False)
+        self.register_buffer("image_std", std, persistent=False)
 
     @property
     def feature_info(self) -> list[FeatureInfo]:
@@ -169,8 +172,11 @@ class Detector(nn.Module):
         """
         if len(targets) != images.shape[0]:
             raise ValueError(f"got {images.shape[0]} images but {len(targets)} targets")
-        out = self(images)
-        device = images.device
+        return self.loss_from_outputs(self(images), targets)
+
+    def loss_from_outputs(self, out: dict[str, Tensor], targets: Sequence[Target]) -> dict[str, Tensor]:
+        """Losses from the raw outputs of :meth:`forward` (see :meth:`loss`)."""
+        device = out["cls_logits"].device
         boxes = [t["boxes"].to(device=device, dtype=torch.float32).reshape(-1, 4) for t in targets]
         labels = [t["labels"].to(device=device, dtype=torch.int64).reshape(-1) for t in targets]
         keep = [
@@ -188,6 +194,27 @@ class Detector(nn.Module):
         )
 
     @torch.no_grad()
+    def loss_and_predict(self, images: Tensor, targets: Sequence[Target]) -> tuple[dict[str, Tensor], list[Detections]]:
+        """Losses and detections (input pixels) from one forward pass, for validation."""
+        out = self(images)
+        detections = self.detections_from_outputs(out, (images.shape[-2], images.shape[-1]))
+        return self.loss_from_outputs(out, targets), detections
+
+    def detections_from_outputs(
+        self, out: dict[str, Tensor], image_size: tuple[int, int], score_threshold: float | None = None
+    ) -> list[Detections]:
+        """Post-process the raw outputs of :meth:`forward` into detections in input pixels."""
+        return self.postprocess(
+            out["cls_logits"],
+            out["ltrb"],
+            out["quality_logits"],
+            out["points"],
+            out["point_strides"],
+            image_size=image_size,
+            score_threshold=score_threshold,
+        )
+
+    @torch.no_grad()
     def predict_batch(self, images: Tensor, score_threshold: float | None = None) -> list[Detections]:
         """Detections in input pixels for ``(B, 3, H, W)`` images in ``[0, 1]`` (runs in eval mode).
 
@@ -201,12 +228,4 @@ class Detector(nn.Module):
             out = self(images)
         finally:
             self.train(was_training)
-        return self.postprocess(
-            out["cls_logits"],
-            out["ltrb"],
-            out["quality_logits"],
-            out["points"],
-            out["point_strides"],
-            image_size=(images.shape[-2], images.shape[-1]),
-            score_threshold=score_threshold,
-        )
+        return self.detections_from_outputs(out, (images.shape[-2], images.shape[-1]), score_threshold)

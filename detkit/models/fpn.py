@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Literal
 
 from torch import Tensor, nn
 from torchvision.ops import FeaturePyramidNetwork
@@ -38,7 +39,9 @@ class LastLevelP6(ExtraFPNBlock):
 class FPN(nn.Module):
     """Top-down FPN (torchvision) returning one map per input level plus ``extra_levels`` coarser ones."""
 
-    def __init__(self, in_features: Sequence[FeatureInfo], out_channels: int = 256, extra_levels: int = 2) -> None:
+    def __init__(
+        self, in_features: Sequence[FeatureInfo], out_channels: int = 256, extra_levels: Literal[0, 1, 2] = 2
+    ) -> None:
         """Build the pyramid.
 
         Args:

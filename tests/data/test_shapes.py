@@ -6,8 +6,8 @@ import time
 
 import numpy as np
 import pytest
-from torchvision.ops import box_iou
 import torch
+from torchvision.ops import box_iou
 
 from detkit.data.shapes import ShapesDataset
 

@@ -22,7 +22,7 @@ def _check_feature_info(backbone, size=64):
     assert len(feats) == len(backbone.feature_info)
     for f, info in zip(feats, backbone.feature_info):
         assert isinstance(info, FeatureInfo)
-        assert f.shape == (2, info.channels, size // info.stride, (size + 32) // info.stride)
+        assert f.shape == (2, info.channels, -(-size // info.stride), -(-(size + 32) // info.stride))
     strides = [i.stride for i in backbone.feature_info]
     assert strides == sorted(strides)
 

@@ -1,0 +1,135 @@
+"""Tests for detkit.data.transforms: eval letterbox, train augmentation and TransformedDataset."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from detkit.data.shapes import ShapesDataset
+from detkit.data.transforms import TransformedDataset, eval_transforms, train_transforms
+from detkit.ops.boxes import unletterbox_boxes
+
+
+class ListDataset(torch.utils.data.Dataset):
+    """Fixed ``(image, target)`` items."""
+
+    def __init__(self, items: list[tuple[np.ndarray, dict[str, Any]]]) -> None:
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, dict[str, Any]]:
+        return self.items[index]
+
+
+def _item(height: int, width: int, boxes: list[list[float]], value: int = 200) -> tuple[np.ndarray, dict[str, Any]]:
+    n = len(boxes)
+    target = {
+        "boxes": np.asarray(boxes, dtype=np.float32).reshape(n, 4),
+        "labels": np.arange(n, dtype=np.int64) + 1,
+        "iscrowd": np.zeros(n, dtype=np.int64),
+        "area": np.arange(n, dtype=np.float32) * 10 + 5,
+        "image_id": 17,
+        "file_name": "x.png",
+    }
+    return np.full((height, width, 3), value, dtype=np.uint8), target
+
+
+def test_eval_letterbox_maps_boxes_exactly_and_round_trips() -> None:
+    # 200 wide x 100 high, size 100 -> scale 0.5 -> 100 x 50, padded at the bottom to 100 x 100.
+    item = _item(100, 200, [[10, 20, 110, 60], [150, 0, 200, 100]])
+    ds = TransformedDataset(ListDataset([item]), eval_transforms(100), 100)
+    image, target = ds[0]
+    assert image.shape == (3, 100, 100) and image.dtype == torch.float32
+    torch.testing.assert_close(image[:, :50], torch.full((3, 50, 100), 200 / 255))
+    assert (image[:, 50:] == 0).all()  # bottom padding
+    torch.testing.assert_close(target["boxes"], torch.tensor([[5.0, 10, 55, 30], [75, 0, 100, 50]]), atol=1e-4, rtol=0)
+    assert target["scale"].dtype == torch.float32 and target["scale"].shape == ()
+    assert target["scale"].item() == 0.5
+    assert target["orig_size"].tolist() == [100, 200] and target["orig_size"].dtype == torch.int64
+    original = unletterbox_boxes(target["boxes"], target["scale"], target["orig_size"])
+    torch.testing.assert_close(original, torch.tensor([[10.0, 20, 110, 60], [150, 0, 200, 100]]), atol=1e-4, rtol=0)
+    assert target["labels"].tolist() == [1, 2] and target["labels"].dtype == torch.int64
+    assert target["area"].tolist() == [5.0, 15.0]  # original-pixel area, untouched
+    assert target["image_id"] == 17 and target["file_name"] == "x.png"
+
+
+def test_eval_letterbox_tall_image_pads_right() -> None:
+    # 60 wide x 120 high, size 240 -> scale 2 -> 120 x 240, padded on the right.
+    ds = TransformedDataset(ListDataset([_item(120, 60, [[6, 12, 30, 100]])]), eval_transforms(240), 240)
+    image, target = ds[0]
+    assert image.shape == (3, 240, 240)
+    assert (image[:, :, 120:] == 0).all() and (image[:, :, :120] > 0).all()
+    torch.testing.assert_close(target["boxes"], torch.tensor([[12.0, 24, 60, 200]]), atol=1e-4, rtol=0)
+    assert target["scale"].item() == 2.0
+
+
+def test_images_without_boxes() -> None:
+    for transforms in (eval_transforms(64), train_transforms(64)):
+        image, target = TransformedDataset(ListDataset([_item(30, 50, [])]), transforms, 64)[0]
+        assert image.shape == (3, 64, 64)
+        assert target["boxes"].shape == (0, 4) and target["boxes"].dtype == torch.float32
+        for key, dtype in (("labels", torch.int64), ("iscrowd", torch.int64), ("area", torch.float32)):
+            assert target[key].shape == (0,) and target[key].dtype == dtype
+
+
+def test_train_transform_keeps_boxes_valid_and_inside() -> None:
+    shapes = ShapesDataset(40, seed=4)
+    ds = TransformedDataset(shapes, train_transforms(128, scale_range=(0.5, 1.8)), 128)
+    for i in range(len(ds)):
+        image, target = ds[i]
+        assert image.shape == (3, 128, 128) and 0 <= image.min() and image.max() <= 1
+        boxes = target["boxes"]
+        n = len(boxes)
+        assert target["labels"].shape == (n,) and target["iscrowd"].shape == (n,) and target["area"].shape == (n,)
+        assert (boxes >= 0).all() and (boxes <= 128).all()
+        assert (boxes[:, 2] - boxes[:, 0] >= 1).all() and (boxes[:, 3] - boxes[:, 1] >= 1).all()
+        # surviving boxes keep their own label and original area
+        orig = shapes[i][1]
+        pairs = set(zip(orig["labels"].tolist(), orig["area"].tolist()))
+        assert set(zip(target["labels"].tolist(), target["area"].tolist())) <= pairs
+
+
+def test_hflip_maps_box_to_hand_computed_values() -> None:
+    item = _item(100, 100, [[10, 20, 30, 60]])
+    item[0][:, :50] = 0  # left half black, right half grey
+    flipped = train_transforms(100, hflip_prob=1.0, scale_range=(1.0, 1.0), color_jitter=0.0)
+    image, target = TransformedDataset(ListDataset([item]), flipped, 100)[0]
+    torch.testing.assert_close(target["boxes"], torch.tensor([[70.0, 20, 90, 60]]), atol=1e-4, rtol=0)
+    expected = torch.from_numpy(item[0][:, ::-1].copy()).permute(2, 0, 1).float() / 255
+    torch.testing.assert_close(image, expected)
+    unflipped = train_transforms(100, hflip_prob=0.0, scale_range=(1.0, 1.0), color_jitter=0.0)
+    _, target = TransformedDataset(ListDataset([item]), unflipped, 100)[0]
+    torch.testing.assert_close(target["boxes"], torch.tensor([[10.0, 20, 30, 60]]), atol=1e-4, rtol=0)
+
+
+def test_train_augmentation_is_random_but_follows_torch_seed() -> None:
+    def run() -> list[torch.Tensor]:
+        ds = TransformedDataset(ShapesDataset(1, seed=0), train_transforms(96), 96)
+        return [ds[0][0] for _ in range(4)]
+
+    torch.manual_seed(123)
+    first = run()
+    torch.manual_seed(123)
+    second = run()
+    for a, b in zip(first, second):
+        torch.testing.assert_close(a, b)
+    assert not all(torch.equal(first[0], other) for other in first[1:])
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"size": 0},
+        {"size": 64, "scale_range": (1.5, 1.0)},
+        {"size": 64, "hflip_prob": 2.0},
+        {"size": 64, "color_jitter": -1},
+    ],
+)
+def test_train_transforms_reject_bad_arguments(kwargs: dict) -> None:
+    with pytest.raises(ValueError):
+        train_transforms(**kwargs)
