@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
@@ -39,23 +37,22 @@ class DetkitCLI(LightningCLI):
         parser.add_lightning_class_args(PredictionWriter, "predictions")
 
 
-def main(args: list[str] | None = None, run: bool = True) -> DetkitCLI:
-    """Entry point of the ``detkit`` console script."""
+def build_cli(args: list[str] | dict | None = None, run: bool = True) -> DetkitCLI:
+    """Parse ``args`` (default: ``sys.argv``), build model, data and trainer, and run the subcommand."""
     return DetkitCLI(
         DetectionModule,
         DetectionDataModule,
         subclass_mode_data=True,
-        trainer_defaults={
-            "callbacks": [
-                {"class_path": "lightning.pytorch.callbacks.RichProgressBar"},
-                {"class_path": "lightning.pytorch.callbacks.LearningRateMonitor", "init_args": {"logging_interval": "step"}},
-            ],
-        },
         save_config_kwargs={"overwrite": True},
         args=args,
         run=run,
     )
 
 
+def main() -> None:
+    """Entry point of the ``detkit`` console script."""
+    build_cli()
+
+
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()
