@@ -30,7 +30,7 @@ def _to_chw_float(image: ImageInput) -> Tensor:
     if isinstance(image, np.ndarray):
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"numpy images must be HxWx3 uint8 RGB, got shape {image.shape} dtype {image.dtype}")
-        return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
+        return torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div_(255.0)  # copy: PIL arrays are read-only
     if isinstance(image, Tensor):
         if image.ndim != 3 or image.shape[0] != 3 or not image.is_floating_point():
             raise ValueError(f"tensor images must be CHW float in [0, 1], got shape {tuple(image.shape)} {image.dtype}")

@@ -154,8 +154,17 @@ class DetectionModule(LightningModule):
         """Build from a plain config dict (the ``model:`` block of a YAML), keeping it for checkpoints.
 
         Use this rather than ``DetectionModule(detector=...)`` in Python code whose checkpoints
-        should load with :func:`detkit.load_detector`.
+        should load with :func:`detkit.load_detector`: like LightningCLI, it records the parsed
+        plain config (``class_path`` dicts, defaults filled in) as the hyperparameters.
         """
-        from lightning.pytorch.cli import instantiate_module
+        import json
 
-        return instantiate_module(cls, config)
+        from jsonargparse import ArgumentParser
+        from lightning.pytorch.cli import _given_hyperparameters_context
+
+        parser = ArgumentParser(exit_on_error=False)
+        parser.add_class_arguments(cls, "module", fail_untyped=False)
+        parsed = parser.parse_object({"module": config})
+        plain = json.loads(parser.dump(parsed, format="json"))["module"]
+        with _given_hyperparameters_context(hparams=plain, instantiator="lightning.pytorch.cli.instantiate_module"):
+            return parser.instantiate_classes(parsed).module

@@ -34,6 +34,8 @@ def draw_detections(
     Returns:
         A new ``HxWx3`` uint8 RGB array.
     """
+    if len(boxes) == 0:
+        return image.copy()
     chw = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
     names = [class_names[i] for i in labels.tolist()]
     if scores is not None:

@@ -1,0 +1,101 @@
+"""Tests for detkit.cli: parsing and linking, --help, and a tiny fit/validate/test/predict run."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from detkit.cli import build_cli
+from detkit.models import Detector
+
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "shapes.yaml"
+
+
+def _tiny(root: Path) -> list[str]:
+    """Overrides turning the shapes demo into a seconds-long run under ``root``."""
+    return [
+        "--config", str(CONFIG),
+        "--trainer.default_root_dir", str(root),
+        "--trainer.logger", "false",
+        "--trainer.callbacks", "[]",
+        "--trainer.enable_progress_bar", "false",
+        "--trainer.enable_model_summary", "false",
+        "--checkpoint.dirpath", str(root / "checkpoints"),
+        "--predictions.output_dir", str(root / "predictions"),
+        "--predictions.max_drawn", "2",
+        "--data.init_args.num_train", "8",
+        "--data.init_args.num_val", "4",
+        "--data.init_args.num_test", "4",
+        "--data.init_args.batch_size", "4",
+        "--data.init_args.num_workers", "0",
+        "--data.init_args.input_size", "96",
+    ]  # fmt: skip
+
+
+def test_config_parses_and_links_classes_from_data(tmp_path):
+    cli = build_cli(args=_tiny(tmp_path), run=False)
+    assert isinstance(cli.model.detector, Detector)
+    assert cli.model.num_classes == cli.datamodule.num_classes == 3
+    assert cli.model.class_names == ["circle", "square", "triangle"]
+    assert cli.model.detector.head.num_classes == 3
+
+
+def test_fit_help_shows_documented_options(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        build_cli(args=["fit", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--model.warmup_steps" in out and "linear learning-rate warm-up" in out
+    assert "--data" in out and "--model.detector" in out and "--checkpoint.monitor" in out
+
+
+def test_class_help_shows_detector_and_data_docstrings(capsys):
+    for args, option, doc in [
+        (["--model.detector.help", "detkit.models.Detector"], "head_convs", "Convolutions in each head tower"),
+        (["--data.help", "detkit.data.ShapesDataModule"], "num_train", "Shapes"),
+    ]:
+        with pytest.raises(SystemExit):
+            build_cli(args=["fit", *args])
+        out = capsys.readouterr().out
+        assert option in out and doc in out, out[:2000]
+
+
+def test_fit_validate_test_predict_and_load_in_fresh_process(tmp_path):
+    build_cli(args=["fit", *_tiny(tmp_path), "--trainer.max_steps", "2"])
+    best = tmp_path / "checkpoints" / "best.ckpt"
+    assert best.is_file() and (tmp_path / "checkpoints" / "last.ckpt").is_file()
+
+    checkpoint = torch.load(best, map_location="cpu", weights_only=True)  # safe loading works
+    meta = checkpoint["detkit"]
+    assert meta["format_version"] == 1 and meta["class_names"] == ["circle", "square", "triangle"]
+    assert meta["detector"]["class_path"] == "detkit.models.Detector" and meta["input_size"] == 96
+
+    for sub in ("validate", "test"):
+        cli = build_cli(args=[sub, *_tiny(tmp_path), "--ckpt_path", str(best)])
+        logged = cli.trainer.logged_metrics
+        prefix = "val" if sub == "validate" else "test"
+        assert {f"{prefix}/map", f"{prefix}/map_50", f"{prefix}/mar_100", f"{prefix}/map_small"} <= set(logged)
+
+    build_cli(args=["predict", *_tiny(tmp_path), "--ckpt_path", str(best)])
+    records = json.loads((tmp_path / "predictions" / "predictions.json").read_text())
+    assert len(records) == 4 and all(set(r) >= {"boxes", "scores", "labels", "names", "file_name"} for r in records)
+    assert len(list((tmp_path / "predictions").glob("*.png"))) == 2
+
+    # A fresh interpreter: no Trainer, no config file, only the checkpoint.
+    script = f"""
+import numpy as np, detkit
+model = detkit.load_detector({str(best)!r})
+assert not model.training and model.class_names == ["circle", "square", "triangle"]
+image = np.full((70, 130, 3), 200, dtype=np.uint8)
+[result] = model.predict(image, score_threshold=0.0)
+boxes = result["boxes"]
+assert boxes.shape[1] == 4 and len(result["names"]) == len(boxes) == len(result["scores"])
+assert (boxes[:, 2] <= 130).all() and (boxes[:, 3] <= 70).all() and (boxes >= 0).all()
+print("OK", len(boxes))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("OK")
