@@ -1,4 +1,4 @@
-"""The ``detkit`` command: LightningCLI subcommands ``fit``, ``validate``, ``test``, ``predict``."""
+"""DetkitCLI: the LightningCLI behind ``detkit fit``, ``validate``, ``test`` and ``predict``."""
 
 from __future__ import annotations
 
@@ -47,12 +47,3 @@ def build_cli(args: list[str] | dict | None = None, run: bool = True) -> DetkitC
         args=args,
         run=run,
     )
-
-
-def main() -> None:
-    """Entry point of the ``detkit`` console script."""
-    build_cli()
-
-
-if __name__ == "__main__":
-    main()
