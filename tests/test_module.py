@@ -96,3 +96,17 @@ def test_to_original_pixels_undoes_the_letterbox():
     dets, tgts = to_original_pixels(detections, targets)
     torch.testing.assert_close(dets[0]["boxes"], torch.tensor([[20.0, 40.0, 60.0, 50.0]]))  # y clipped to h=50
     torch.testing.assert_close(tgts[0]["boxes"], torch.tensor([[0.0, 0.0, 100.0, 50.0]]))
+
+
+def test_bf16_mixed_training_steps_stay_finite(tmp_path):
+    torch.manual_seed(0)
+    data = TransformedDataset(ShapesDataset(4, seed=3), eval_transforms(96), 96)
+    loader = DataLoader(data, batch_size=2, collate_fn=collate_detection)
+    module = _module()
+    before = {k: v.clone() for k, v in module.detector.state_dict().items()}
+    trainer = _trainer(tmp_path, max_steps=4, precision="bf16-mixed", limit_val_batches=0, num_sanity_val_steps=0)
+    trainer.fit(module, loader)
+    assert torch.isfinite(trainer.callback_metrics["train/loss"])
+    after = module.detector.state_dict()
+    assert all(torch.isfinite(v).all() for v in after.values() if v.is_floating_point())
+    assert any(not torch.equal(before[k], after[k]) for k in before), "bf16 steps did not update the weights"
