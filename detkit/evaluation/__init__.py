@@ -1,5 +1,32 @@
-"""COCO-style evaluation: torchmetrics mAP wiring and COCO json conversion."""
+"""COCO-style evaluation: exact numpy COCOeval, torchmetrics mAP wiring, COCO json conversion, reports."""
 
-from detkit.evaluation.coco import COCO_STAT_NAMES, DetectionEvaluator, coco_json_to_tensors
+from __future__ import annotations
 
-__all__ = ["COCO_STAT_NAMES", "DetectionEvaluator", "coco_json_to_tensors"]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from detkit.evaluation.cocoeval import COCO_STAT_NAMES, CocoEvalResult, evaluate_coco
+from detkit.evaluation.cocojson import load_ground_truth, load_results
+
+__all__ = [
+    "COCO_STAT_NAMES",
+    "CocoEvalResult",
+    "DetectionEvaluator",
+    "coco_json_to_tensors",
+    "evaluate_coco",
+    "load_ground_truth",
+    "load_results",
+]
+
+if TYPE_CHECKING:
+    from detkit.evaluation.coco import DetectionEvaluator, coco_json_to_tensors
+
+# Names that need torch / torchmetrics, imported on first use so that ``detkit evaluate --gt --dt``
+# (numpy only) starts fast.
+_LAZY = {"DetectionEvaluator": "detkit.evaluation.coco", "coco_json_to_tensors": "detkit.evaluation.coco"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'detkit.evaluation' has no attribute {name!r}")
