@@ -108,7 +108,7 @@ def instantiate_detector(config: dict[str, Any], num_classes: int) -> Detector:
     parser = ArgumentParser(exit_on_error=False)
     parser.add_argument("--detector", type=Callable[[int], Detector])
     parsed = parser.parse_object({"detector": config})
-    factory = parser.instantiate_classes(parsed).detector
+    factory = parser.instantiate(parsed).detector
     return factory(num_classes)
 
 

@@ -99,7 +99,7 @@ class DetectionModule(LightningModule):
     def _log_coco_stats(self, stage: str, evaluator: DetectionEvaluator) -> None:
         stats = evaluator.compute()
         evaluator.reset()
-        for name in COCO_STAT_NAMES:
+        for name in (*COCO_STAT_NAMES, "num_images"):
             self.log(f"{stage}/{name}", stats[name], prog_bar=name == "map")
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
@@ -167,4 +167,4 @@ class DetectionModule(LightningModule):
         parsed = parser.parse_object({"module": config})
         plain = json.loads(parser.dump(parsed, format="json"))["module"]
         with _given_hyperparameters_context(hparams=plain, instantiator="lightning.pytorch.cli.instantiate_module"):
-            return parser.instantiate_classes(parsed).module
+            return parser.instantiate(parsed).module

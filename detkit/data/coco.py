@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch.utils.data import Dataset
-
-from detkit.data.images import read_image
+from detkit.data.images import ImageReadError, read_image
+from detkit.data.records import DatasetIssues, DetectionRecords
 
 __all__ = ["CocoDetection", "read_coco_categories"]
 
@@ -51,14 +50,16 @@ def _examples(items: list[tuple[int, str]]) -> str:
     return ", ".join(f"annotation {a} in {f}" for a, f in items[:_EXAMPLES])
 
 
-class CocoDetection(Dataset):
+class CocoDetection(DetectionRecords):
     """Images and boxes from a COCO instances json.
 
     COCO category ids (possibly non-contiguous) are mapped, ascending, to labels ``0..K-1``;
     ``class_names[label]`` and ``category_ids[label]`` give the name and COCO id back. Boxes are
     converted from ``xywh`` to ``xyxy``; boxes reaching outside their image are clipped, and
     boxes empty after clipping are dropped, each with one warning per dataset that counts them.
-    Images without annotations are kept as background images.
+    Images without annotations are kept as background images. ``issues`` records what was clipped,
+    dropped, crowd and which category ids are non-contiguous (for ``detkit check-data``);
+    ``skip_unreadable`` is as in :class:`~detkit.data.records.DetectionRecords`.
 
     Items are ``(image uint8 [H, W, 3] RGB, target)`` with numpy ``boxes`` float32 ``[N, 4]``,
     ``labels`` int64 ``[N]``, ``iscrowd`` int64 ``[N]``, ``area`` float32 ``[N]`` (the annotation's
@@ -70,12 +71,13 @@ class CocoDetection(Dataset):
         category_ids: COCO category id of each label.
     """
 
-    def __init__(self, images_dir: str | Path, ann_file: str | Path) -> None:
+    def __init__(self, images_dir: str | Path, ann_file: str | Path, skip_unreadable: bool = False) -> None:
         """Read and validate the annotation file (images are read lazily).
 
         Args:
             images_dir: Folder that image ``file_name`` entries are relative to.
             ann_file: COCO instances json.
+            skip_unreadable: Skip (count and warn about) unreadable images instead of raising.
 
         Raises:
             FileNotFoundError: The json, the folder or an image file listed in the json is missing.
@@ -83,6 +85,8 @@ class CocoDetection(Dataset):
         """
         self.images_dir = Path(images_dir)
         self.ann_file = Path(ann_file)
+        self.skip_unreadable = skip_unreadable
+        self.issues = DatasetIssues(source=str(self.ann_file))
         if not self.images_dir.is_dir():
             raise FileNotFoundError(f"COCO images folder not found: {self.images_dir} (for {self.ann_file})")
         if not self.ann_file.is_file():
@@ -96,6 +100,8 @@ class CocoDetection(Dataset):
         self.class_names: list[str] = [str(c["name"]) for c in categories]
         self.category_ids: list[int] = [int(c["id"]) for c in categories]
         label_of = {cid: label for label, cid in enumerate(self.category_ids)}
+        if self.category_ids != list(range(len(self.category_ids))):
+            self.issues.non_contiguous_ids = list(self.category_ids)
 
         self.images: list[dict[str, Any]] = list(data.get("images", []))
         counts = Counter(img["id"] for img in self.images)
@@ -127,7 +133,15 @@ class CocoDetection(Dataset):
 
         self._clipped: list[tuple[int, str]] = []  # (annotation id, file name) of clipped boxes
         self._dropped: list[tuple[int, str]] = []  # ... and of boxes dropped as empty
-        self._targets = [self._build_target(img, anns, label_of) for img, anns in zip(self.images, per_image)]
+        self.targets = [self._build_target(img, anns, label_of) for img, anns in zip(self.images, per_image)]
+        self.files = [str(img["file_name"]) for img in self.images]
+        self.sizes = [(int(img["height"]), int(img["width"])) for img in self.images]
+        for img, anns, target in zip(self.images, per_image, self.targets):
+            if not len(target["boxes"]):
+                self.issues.background_images.append(str(img["file_name"]))
+            self.issues.ignored += [f"annotation {a.get('id')} in {img['file_name']}" for a in anns if a.get("iscrowd")]
+        self.issues.clipped = [f"annotation {a} in {f}" for a, f in self._clipped]
+        self.issues.dropped = [f"annotation {a} in {f}" for a, f in self._dropped]
         self._warn()
 
     def _build_target(
@@ -169,28 +183,18 @@ class CocoDetection(Dataset):
                 stacklevel=3,
             )
 
-    @property
-    def num_classes(self) -> int:
-        """Number of categories."""
-        return len(self.class_names)
-
-    def __len__(self) -> int:
-        return len(self.images)
-
     def target(self, index: int) -> dict[str, Any]:
-        """The target of item ``index`` without reading its image."""
-        img = self.images[index]
-        target: dict[str, Any] = {k: v.copy() for k, v in self._targets[index].items()}
-        target["image_id"] = img["id"]
-        target["file_name"] = img["file_name"]
+        """The target of item ``index`` without reading its image (``image_id`` is the COCO id)."""
+        target = super().target(index)
+        target["image_id"] = self.images[index]["id"]
         return target
 
-    def __getitem__(self, index: int) -> tuple[np.ndarray, dict[str, Any]]:
+    def _read(self, index: int) -> np.ndarray:
         img = self.images[index]
         image = read_image(self.images_dir / img["file_name"])
         if image.shape[:2] != (img["height"], img["width"]):
-            raise ValueError(
+            raise ImageReadError(
                 f"image {self.images_dir / img['file_name']} is {image.shape[1]}x{image.shape[0]} (w x h, after "
                 f"EXIF orientation) but {self.ann_file} says {img['width']}x{img['height']}"
             )
-        return image, self.target(index)
+        return image

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from detkit.data.coco import CocoDetection, read_coco_categories
-from detkit.data.collate import collate_detection
+from detkit.data.augment import AugmentationSpec
+from detkit.data.collate import MultiScaleCollate, collate_detection
 from detkit.data.folder import ImageFolder
+from detkit.data.mosaic import MosaicDataset, MosaicSchedule
 from detkit.data.shapes import SHAPES_CLASS_NAMES, ShapesDataset
 from detkit.data.transforms import TransformedDataset, eval_transforms, train_transforms
 
@@ -26,7 +28,12 @@ class DetectionDataModule(LightningDataModule):
     Subclasses implement :meth:`make_dataset` and the ``num_classes`` / ``class_names`` properties
     (which must work straight after ``__init__``). After :meth:`setup`, ``train_dataset``,
     ``val_dataset``, ``test_dataset`` and ``predict_dataset`` are :class:`TransformedDataset`
-    wrappers; ``.dataset`` on each is the raw dataset (e.g. for rebuilding COCO ground truth).
+    wrappers; ``.dataset`` on each is the raw dataset (e.g. for rebuilding COCO ground truth; for
+    training with mosaic it is the :class:`~detkit.data.mosaic.MosaicDataset` around it).
+
+    Multi-scale training (``multiscale_sizes``) letterboxes training images to the largest size and
+    resizes each batch to one size drawn from the list; validation, test and prediction always run
+    at ``input_size`` (set it to the size the model will be deployed at).
     """
 
     def __init__(
@@ -38,6 +45,11 @@ class DetectionDataModule(LightningDataModule):
         scale_range: tuple[float, float] = (0.6, 1.4),
         color_jitter: float = 0.2,
         predict_images: str | None = None,
+        augmentations: AugmentationSpec = "default",
+        mosaic_prob: float = 0.0,
+        mosaic_off_last_epochs: int = 0,
+        multiscale_sizes: list[int] | None = None,
+        skip_unreadable: bool = False,
     ) -> None:
         """Store loader and augmentation settings.
 
@@ -49,6 +61,16 @@ class DetectionDataModule(LightningDataModule):
             scale_range: Training ``(low, high)`` random multiplier of the letterbox resize.
             color_jitter: Training brightness / contrast / saturation jitter strength (0 disables).
             predict_images: Folder of images for prediction; ``None`` predicts on the test split.
+            augmentations: Training augmentation after the random-scale letterbox crop: a preset
+                (``light``: flip; ``default``: flip + colour jitter; ``heavy``: + small affine, blur, grey;
+                strengths from ``hflip_prob`` / ``color_jitter``) or a list of albumentations transforms,
+                each ``{"class_path": "albumentations.Rotate", "init_args": {"limit": 10}}`` or
+                ``{"name": "Rotate", "limit": 10}`` (then ``hflip_prob`` / ``color_jitter`` are unused).
+            mosaic_prob: Probability that a training image is a 4-image mosaic (0 disables mosaic).
+            mosaic_off_last_epochs: Train the last this many epochs (of ``trainer.max_epochs``) without mosaic.
+            multiscale_sizes: Training input sides (multiples of 32), one drawn per batch; ``None``
+                trains at ``input_size``. Evaluation always uses ``input_size``.
+            skip_unreadable: Skip unreadable images (counted, with a warning naming each) instead of failing.
         """
         super().__init__()
         if input_size < 32:
@@ -64,11 +86,25 @@ class DetectionDataModule(LightningDataModule):
         self.scale_range = tuple(scale_range)
         self.color_jitter = color_jitter
         self.predict_images = predict_images
+        self.augmentations = augmentations
+        if not 0 <= mosaic_prob <= 1:
+            raise ValueError(f"mosaic_prob must be in [0, 1], got {mosaic_prob}")
+        if mosaic_off_last_epochs < 0:
+            raise ValueError(f"mosaic_off_last_epochs must be >= 0, got {mosaic_off_last_epochs}")
+        self.mosaic_prob = mosaic_prob
+        self.mosaic_off_last_epochs = mosaic_off_last_epochs
+        self.multiscale = MultiScaleCollate(multiscale_sizes) if multiscale_sizes else None
+        self.skip_unreadable = skip_unreadable
         self.train_dataset: TransformedDataset | None = None
         self.val_dataset: TransformedDataset | None = None
         self.test_dataset: TransformedDataset | None = None
         self.predict_dataset: TransformedDataset | None = None
-        train_transforms(input_size, hflip_prob, self.scale_range, color_jitter)  # validate arguments early
+        train_transforms(input_size, hflip_prob, self.scale_range, color_jitter, augmentations)  # validate early
+
+    @property
+    def train_size(self) -> int:
+        """Side training images are letterboxed to: ``input_size``, or the largest multi-scale size."""
+        return self.multiscale.train_size if self.multiscale is not None else self.input_size
 
     @property
     def num_classes(self) -> int:
@@ -90,8 +126,14 @@ class DetectionDataModule(LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         """Build the datasets ``stage`` needs (``fit``, ``validate``, ``test``, ``predict`` or all for ``None``)."""
         if stage in ("fit", None) and self.train_dataset is None:
-            transforms = train_transforms(self.input_size, self.hflip_prob, self.scale_range, self.color_jitter)
-            self.train_dataset = TransformedDataset(self.make_dataset("train"), transforms, self.input_size)
+            size = self.train_size
+            transforms = train_transforms(
+                size, self.hflip_prob, self.scale_range, self.color_jitter, self.augmentations
+            )
+            raw = self.make_dataset("train")
+            if self.mosaic_prob > 0:
+                raw = MosaicDataset(raw, size, self.mosaic_prob)
+            self.train_dataset = TransformedDataset(raw, transforms, size)
         if stage in ("fit", "validate", None) and self.val_dataset is None:
             self.val_dataset = self._eval_wrap(self.make_dataset("val"))
         if stage in ("test", None) and self.test_dataset is None:
@@ -100,7 +142,7 @@ class DetectionDataModule(LightningDataModule):
             raw = ImageFolder(self.predict_images) if self.predict_images else self.make_dataset("test")
             self.predict_dataset = self._eval_wrap(raw)
 
-    def _loader(self, dataset: TransformedDataset | None, name: str, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: TransformedDataset | None, name: str, shuffle: bool, **kwargs: Any) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"{name} dataset is not set up; call setup() first")
         return DataLoader(
@@ -111,11 +153,19 @@ class DetectionDataModule(LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
-            collate_fn=collate_detection,
+            **{"collate_fn": collate_detection, **kwargs},
         )
 
+    def _get_trainer(self) -> Any:
+        return self.trainer
+
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_dataset, "train", shuffle=True)
+        kwargs: dict[str, Any] = {"collate_fn": self.multiscale} if self.multiscale is not None else {}
+        raw = self.train_dataset.dataset if self.train_dataset is not None else None
+        if isinstance(raw, MosaicDataset) and self.mosaic_off_last_epochs > 0:
+            sampler = MosaicSchedule(raw, self.mosaic_off_last_epochs, self._get_trainer)
+            return self._loader(self.train_dataset, "train", shuffle=False, sampler=sampler, **kwargs)
+        return self._loader(self.train_dataset, "train", shuffle=True, **kwargs)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_dataset, "val", shuffle=False)
@@ -146,6 +196,7 @@ class ShapesDataModule(DetectionDataModule):
         scale_range: tuple[float, float] = (0.6, 1.4),
         color_jitter: float = 0.2,
         predict_images: str | None = None,
+        **kwargs: Any,
     ) -> None:
         """Configure the generated splits and loaders.
 
@@ -165,6 +216,7 @@ class ShapesDataModule(DetectionDataModule):
             scale_range: Training ``(low, high)`` random multiplier of the letterbox resize.
             color_jitter: Training brightness / contrast / saturation jitter strength (0 disables).
             predict_images: Folder of images for prediction; ``None`` predicts on the test split.
+            **kwargs: Further options of :class:`DetectionDataModule` (augmentations, mosaic, multi-scale).
         """
         super().__init__(
             input_size=input_size,
@@ -174,6 +226,7 @@ class ShapesDataModule(DetectionDataModule):
             scale_range=scale_range,
             color_jitter=color_jitter,
             predict_images=predict_images,
+            **kwargs,
         )
         if seed < 0:
             raise ValueError(f"seed must be >= 0, got {seed}")
@@ -220,6 +273,8 @@ class CocoDataModule(DetectionDataModule):
         scale_range: tuple[float, float] = (0.6, 1.4),
         color_jitter: float = 0.2,
         predict_images: str | None = None,
+        skip_unreadable: bool = False,
+        **kwargs: Any,
     ) -> None:
         """Configure the splits and loaders (jsons are parsed in ``setup``).
 
@@ -238,6 +293,8 @@ class CocoDataModule(DetectionDataModule):
             scale_range: Training ``(low, high)`` random multiplier of the letterbox resize.
             color_jitter: Training brightness / contrast / saturation jitter strength (0 disables).
             predict_images: Folder of images for prediction; ``None`` predicts on the test split.
+            skip_unreadable: Skip unreadable images (counted, with a warning naming each) instead of failing.
+            **kwargs: Further options of :class:`DetectionDataModule` (augmentations, mosaic, multi-scale).
         """
         super().__init__(
             input_size=input_size,
@@ -247,6 +304,8 @@ class CocoDataModule(DetectionDataModule):
             scale_range=scale_range,
             color_jitter=color_jitter,
             predict_images=predict_images,
+            skip_unreadable=skip_unreadable,
+            **kwargs,
         )
         if (test_images is None) != (test_annotations is None):
             raise ValueError(
@@ -272,7 +331,7 @@ class CocoDataModule(DetectionDataModule):
     def make_dataset(self, split: Split) -> CocoDetection:
         """The raw COCO dataset of ``split``, checked to have the validation json's categories."""
         images, annotations = self.paths[split]
-        dataset = CocoDetection(images, annotations)
+        dataset = CocoDetection(images, annotations, skip_unreadable=self.skip_unreadable)
         if dataset.class_names != self.class_names:
             raise ValueError(
                 f"categories of {annotations} ({dataset.class_names}) differ from those of "

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["ImageReadError", "read_image", "IMAGE_EXTENSIONS"]
+__all__ = ["ImageReadError", "read_image", "image_size", "IMAGE_EXTENSIONS"]
 
 #: File suffixes (lower case) treated as images by folder datasets.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -79,3 +79,29 @@ def read_image(path: str | Path) -> np.ndarray:
             return _to_rgb_array(image)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise ImageReadError(f"cannot read image {path}: {error}") from error
+
+
+_TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """``(height, width)`` of an image as :func:`read_image` returns it (EXIF orientation applied).
+
+    Reads only the header, so it is cheap but does not detect truncated pixel data.
+
+    Raises:
+        ImageReadError: The file is missing or its header is not a readable image.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(f"image file not found: {path}")
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            try:
+                orientation = image.getexif().get(0x0112)
+            except Exception:  # noqa: BLE001 - a corrupt EXIF block: use the stored orientation
+                orientation = None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise ImageReadError(f"cannot read image {path}: {error}") from error
+    return (width, height) if orientation in _TRANSPOSING_ORIENTATIONS else (height, width)

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
+from detkit.data.augment import AugmentationSpec, build_augmentations
+
 __all__ = ["eval_transforms", "train_transforms", "TransformedDataset", "LABEL_FIELDS"]
 
 #: Per-box fields carried through the pipelines next to the boxes (dropped with them).
@@ -58,12 +60,15 @@ def train_transforms(
     hflip_prob: float = 0.5,
     scale_range: tuple[float, float] = (0.6, 1.4),
     color_jitter: float = 0.2,
+    augmentations: AugmentationSpec = "default",
 ) -> A.Compose:
     """Training augmentation around the eval letterbox.
 
     Resize the longest side to ``size`` times a random factor from ``scale_range``, pad (at a random
-    position) and randomly crop to ``size x size``, flip horizontally and jitter colours. Boxes less
-    than 30 % visible after the crop, or degenerate (under 1 px wide or high), are dropped.
+    position) and randomly crop to ``size x size``, then apply ``augmentations`` (a preset, by default
+    a horizontal flip and colour jitter, or a config list; see
+    :func:`~detkit.data.augment.build_augmentations`). Boxes less than 30 % visible after the
+    pipeline, or degenerate (under 1 px wide or high), are dropped.
 
     Args:
         size: Side of the square network input.
@@ -71,6 +76,8 @@ def train_transforms(
         scale_range: ``(low, high)`` multiplier of the letterbox resize; ``(1, 1)`` disables scale jitter.
         color_jitter: Strength of brightness / contrast / saturation jitter (hue gets a quarter of it);
             0 disables colour jitter.
+        augmentations: ``"light"``, ``"default"``, ``"heavy"`` or a list of albumentations transforms
+            (``{"name": "Rotate", "limit": 10}`` or ``{"class_path": ..., "init_args": ...}``).
     """
     if size < 1:
         raise ValueError(f"size must be >= 1, got {size}")
@@ -87,18 +94,8 @@ def train_transforms(
     steps += [
         A.PadIfNeeded(min_height=size, min_width=size, position="random", border_mode=cv2.BORDER_CONSTANT, fill=0),
         A.RandomCrop(height=size, width=size),
-        A.HorizontalFlip(p=hflip_prob),
     ]
-    if color_jitter > 0:
-        steps.append(
-            A.ColorJitter(
-                brightness=color_jitter,
-                contrast=color_jitter,
-                saturation=color_jitter,
-                hue=min(0.5, color_jitter / 4),
-                p=0.8,
-            )
-        )
+    steps += build_augmentations(augmentations, hflip_prob, color_jitter)
     return A.Compose(steps, bbox_params=_bbox_params(min_visibility=0.3, min_size=1.0))
 
 

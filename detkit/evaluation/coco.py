@@ -53,6 +53,7 @@ class _CocoMeanAveragePrecision(MeanAveragePrecision):
             if len(values) == len(ids):
                 setattr(self, name, [values[p] for p in keep])
         out = super().compute()
+        out["num_images"] = torch.tensor(len(keep))  # here, while the states are gathered across ranks
         if self.voc_ap50:
             out["voc_ap50"] = torch.tensor(self._voc_ap50())
         return out
@@ -143,10 +144,10 @@ class DetectionEvaluator(nn.Module):
 
     def compute(self) -> dict[str, float]:
         """The 12 COCO stats (``-1.0`` where COCO has nothing to average, as pycocotools), plus
-        ``voc_ap50`` when asked for."""
+        ``voc_ap50`` when asked for and ``num_images``, the number of distinct images counted."""
         out = self.metric.compute()
         names = COCO_STAT_NAMES + (("voc_ap50",) if self.voc_ap50 else ())
-        return {name: float(out[name]) for name in names}
+        return {name: float(out[name]) for name in (*names, "num_images")}
 
     def reset(self) -> None:
         """Forget everything accumulated."""

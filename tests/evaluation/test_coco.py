@@ -86,7 +86,7 @@ def test_voc_ap50_option():
     dets = {"boxes": torch.tensor([[0, 0, 10, 10], [80, 80, 90, 90]], dtype=torch.float32), "scores": torch.tensor([0.9, 0.8]), "labels": torch.tensor([2, 2])}
     evaluator.update([dets], [{**target, "image_id": 1}])
     stats = evaluator.compute()
-    assert list(stats) == [*COCO_STAT_NAMES, "voc_ap50"]
+    assert list(stats) == [*COCO_STAT_NAMES, "voc_ap50", "num_images"]
     assert stats["voc_ap50"] == pytest.approx(0.5)  # TP then FP: precision 1 up to recall 0.5
 
 
@@ -150,5 +150,6 @@ def test_ddp_gathers_across_ranks_and_counts_each_image_once(tmp_path):
     ddp = _run_workers(tmp_path, 2)
     assert ddp["images"] == 4 and single["images"] == 7  # each rank saw 4 images: 8 with one repeat
     assert ddp["stats"] == pytest.approx(single["stats"], abs=1e-12)
+    assert ddp["stats"]["num_images"] == 7
     # counting the repeat twice would change the stats: the test can fail
     assert single["naive"]["map"] != pytest.approx(single["stats"]["map"], abs=1e-3)

@@ -1,0 +1,139 @@
+"""Mosaic (four images in one) as a dataset wrapper, and the training sampler that turns it off for the last epochs."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset, RandomSampler, Sampler
+
+__all__ = ["mosaic", "MosaicDataset", "MosaicSchedule"]
+
+_FIELDS = ("labels", "iscrowd", "area")
+
+
+def mosaic(
+    items: list[tuple[np.ndarray, dict[str, Any]]], size: int, center: tuple[int, int], min_visibility: float = 0.2
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Tile four ``(image uint8 [H, W, 3], target)`` items around ``center`` on a ``size x size`` canvas.
+
+    Each image is resized by ``size / max(h, w)`` (per axis to whole pixels) and placed with its
+    bottom-right (item 0), bottom-left (1), top-right (2) or top-left (3) corner at ``center = (cx, cy)``;
+    what falls outside the canvas is cut, the rest of the canvas is 0. Boxes are scaled, shifted and
+    clipped to the canvas; a box is kept if at least 1 px wide and high and ``min_visibility`` of its
+    resized area is on the canvas. ``area`` is scaled with the image; ``image_id`` is item 0's.
+    """
+    if len(items) != 4:
+        raise ValueError(f"mosaic needs 4 items, got {len(items)}")
+    cx, cy = center
+    canvas = np.zeros((size, size, 3), dtype=np.uint8)
+    boxes, fields = [], {k: [] for k in _FIELDS}
+    for k, (image, target) in enumerate(items):
+        h, w = image.shape[:2]
+        r = size / max(h, w)
+        nw, nh = max(1, round(w * r)), max(1, round(h * r))
+        resized = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR) if (nw, nh) != (w, h) else image
+        x0 = cx - nw if k in (0, 2) else cx
+        y0 = cy - nh if k in (0, 1) else cy
+        cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x0 + nw, size), min(y0 + nh, size)  # on the canvas
+        if cx1 > cx0 and cy1 > cy0:
+            canvas[cy0:cy1, cx0:cx1] = resized[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]
+        factor = np.array([nw / w, nh / h, nw / w, nh / h])
+        b = np.asarray(target["boxes"], dtype=np.float64).reshape(-1, 4) * factor + np.array([x0, y0, x0, y0])
+        clipped = np.clip(b, 0, size)
+        full = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+        wh = clipped[:, 2:] - clipped[:, :2]
+        keep = (wh >= 1).all(axis=1) & (wh[:, 0] * wh[:, 1] >= min_visibility * full)
+        boxes.append(clipped[keep])
+        for key in _FIELDS:
+            values = np.asarray(target[key]).reshape(-1)[keep]
+            fields[key].append(values * (nw / w) * (nh / h) if key == "area" else values)
+    result = {
+        "boxes": np.concatenate(boxes).astype(np.float32).reshape(-1, 4),
+        "labels": np.concatenate(fields["labels"]).astype(np.int64),
+        "iscrowd": np.concatenate(fields["iscrowd"]).astype(np.int64),
+        "area": np.concatenate(fields["area"]).astype(np.float32),
+        "image_id": items[0][1]["image_id"],
+        "file_name": "mosaic:" + "+".join(str(t["file_name"]) for _, t in items),
+    }
+    return canvas, result
+
+
+class MosaicDataset(Dataset):
+    """With probability ``prob``, item ``i`` becomes a :func:`mosaic` of item ``i`` and three random others.
+
+    The mosaic centre is uniform in ``[size/4, 3*size/4]`` on both axes. Randomness comes from torch,
+    so ``seed_everything`` makes it repeatable and DataLoader workers differ. ``active`` lives in
+    shared memory: setting it in the main process (see :class:`MosaicSchedule`) reaches running workers.
+    """
+
+    def __init__(self, dataset: Dataset, size: int, prob: float = 0.5, min_visibility: float = 0.2) -> None:
+        """Wrap ``dataset``.
+
+        Args:
+            dataset: Raw detection dataset of ``(image uint8 [H, W, 3], target)`` items.
+            size: Side of the square mosaic canvas (the training input size).
+            prob: Probability that an item is a mosaic.
+            min_visibility: Fraction of a box's area that must stay on the canvas for it to be kept.
+        """
+        if not 0 <= prob <= 1:
+            raise ValueError(f"mosaic prob must be in [0, 1], got {prob}")
+        if size < 4:
+            raise ValueError(f"mosaic size must be >= 4, got {size}")
+        self.dataset = dataset
+        self.size = size
+        self.prob = prob
+        self.min_visibility = min_visibility
+        self._active = torch.ones(1, dtype=torch.bool).share_memory_()
+
+    @property
+    def active(self) -> bool:
+        """Whether mosaics are made at all."""
+        return bool(self._active.item())
+
+    @active.setter
+    def active(self, value: bool) -> None:
+        self._active.fill_(bool(value))
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, dict[str, Any]]:
+        if not self.active or self.prob == 0 or torch.rand(()).item() >= self.prob:
+            return self.dataset[index]
+        others = torch.randint(len(self), (3,)).tolist()
+        low, high = self.size // 4, 3 * self.size // 4
+        cx, cy = torch.randint(low, high + 1, (2,)).tolist()
+        items = [self.dataset[k] for k in (index, *others)]
+        return mosaic(items, self.size, (cx, cy), self.min_visibility)
+
+
+class MosaicSchedule(Sampler[int]):
+    """Shuffled training order that, at the start of each epoch, switches mosaic off for the last epochs.
+
+    It runs in the main process at the start of every epoch (before any index of that epoch reaches
+    a worker), reads the trainer's ``current_epoch`` / ``max_epochs`` and sets ``mosaic.active``.
+    Without a trainer or a finite ``max_epochs`` the mosaic stays on.
+    """
+
+    def __init__(self, mosaic_dataset: MosaicDataset, off_last_epochs: int, trainer: Callable[[], Any]) -> None:
+        """Args:
+        mosaic_dataset: The wrapped training data (the sampler's data source).
+        off_last_epochs: Number of final epochs without mosaic.
+        trainer: Returns the Lightning trainer (or ``None``).
+        """
+        self.mosaic = mosaic_dataset
+        self.off_last_epochs = off_last_epochs
+        self.trainer = trainer
+
+    def __len__(self) -> int:
+        return len(self.mosaic)
+
+    def __iter__(self):
+        trainer = self.trainer()
+        max_epochs = getattr(trainer, "max_epochs", None)
+        if self.off_last_epochs > 0 and max_epochs is not None and max_epochs > 0:
+            self.mosaic.active = trainer.current_epoch < max_epochs - self.off_last_epochs
+        return iter(RandomSampler(self.mosaic))
