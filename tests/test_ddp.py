@@ -1,0 +1,65 @@
+"""Multi-process training through Lightning's DDP on CPU (gloo): identical ranks, each val image once."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from detkit.cli import build_cli
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "configs" / "shapes.yaml"
+
+
+def _args(root: Path) -> list[str]:
+    return [
+        "--config", str(CONFIG),
+        "--trainer.default_root_dir", str(root),
+        "--trainer.logger", "false",
+        "--trainer.callbacks", "[]",
+        "--trainer.enable_progress_bar", "false",
+        "--trainer.enable_model_summary", "false",
+        "--trainer.max_epochs", "1",
+        "--trainer.num_sanity_val_steps", "0",
+        "--checkpoint.dirpath", str(root / "checkpoints"),
+        "--data.init_args.num_train", "8",
+        "--data.init_args.num_val", "5",
+        "--data.init_args.batch_size", "2",
+        "--data.init_args.num_workers", "0",
+        "--data.init_args.input_size", "96",
+        "--model.warmup_steps", "0",
+    ]  # fmt: skip
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed not available")
+def test_two_process_ddp_fit_keeps_ranks_identical_and_counts_val_images_once(tmp_path):
+    probe = tmp_path / "probe"
+    cmd = [
+        sys.executable, "-m", "detkit", "fit", *_args(tmp_path),
+        "--trainer.accelerator", "cpu", "--trainer.strategy", "ddp", "--trainer.devices", "2",
+        "--trainer.callbacks", json.dumps([{"class_path": "ddp_probe.RankProbe", "init_args": {"out_dir": str(probe)}}]),
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests" / "support"), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+
+    rank0, rank1 = (torch.load(probe / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert rank0.keys() == rank1.keys()
+    for name in rank0:
+        assert torch.equal(rank0[name], rank1[name]), f"{name} differs between ranks"
+    initial = build_cli(args=_args(tmp_path / "single"), run=False).model.state_dict()
+    assert any(not torch.equal(initial[k], rank0[k]) for k in rank0 if k in initial), "training changed nothing"
+
+    # 5 val images over 2 ranks: the sampler repeats one, the metric still counts 5.
+    metrics = [json.loads((probe / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert metrics[0]["val/num_images"] == metrics[1]["val/num_images"] == 5
+    assert metrics[0]["val/map"] == metrics[1]["val/map"]
+
+    # The same checkpoint validated by one process gives the same mAP.
+    single = build_cli(args=["validate", *_args(tmp_path / "single"), "--ckpt_path", str(tmp_path / "checkpoints" / "last.ckpt")])
+    assert single.trainer.callback_metrics["val/num_images"] == 5
+    assert float(single.trainer.callback_metrics["val/map"]) == pytest.approx(metrics[0]["val/map"], abs=1e-6)
