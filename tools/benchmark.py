@@ -26,15 +26,26 @@ import torch
 PEERS = ("torchvision_fcos_resnet50_fpn", "torchvision_retinanet_resnet50_fpn")
 
 
-def detkit_detector(config: Path, num_classes: int) -> torch.nn.Module:
-    """The ``model.detector`` block of a detkit config, built with random backbone weights."""
+def _merge(base: dict, override: dict) -> dict:
+    """Deep-merge ``override`` into ``base`` (a later ``--config`` wins, as in ``detkit fit``)."""
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
+def detkit_detector(configs: list[Path], num_classes: int) -> torch.nn.Module:
+    """The ``model.detector`` block of detkit configs (later files override), with random backbone weights."""
     import yaml
 
     from detkit.inference import instantiate_detector
 
-    block = yaml.safe_load(config.read_text())["model"]["detector"]
+    block: dict = {}
+    for config in configs:
+        block = _merge(block, (yaml.safe_load(config.read_text()).get("model") or {}).get("detector") or {})
     backbone = block["init_args"]["backbone"].setdefault("init_args", {})
-    backbone["weights"] = None  # never download; speed does not depend on the values
+    if "weights" in backbone:
+        backbone["weights"] = None  # never download; speed does not depend on the values
     return instantiate_detector(block, num_classes)
 
 
@@ -72,10 +83,10 @@ def torchvision_detector(name: str, num_classes: int, size: int) -> torch.nn.Mod
 class Runner:
     """Uniform train/infer calls over detkit and torchvision detectors."""
 
-    def __init__(self, name: str, config: Path, num_classes: int, size: int) -> None:
+    def __init__(self, name: str, configs: list[Path], num_classes: int, size: int) -> None:
         self.name = name
         if name == "detkit":
-            self.model = detkit_detector(config, num_classes)
+            self.model = detkit_detector(configs, num_classes)
         else:
             self.model = torchvision_detector(name, num_classes, size)
 
@@ -117,7 +128,7 @@ def measure(name: str, args: argparse.Namespace) -> dict:
     torch.manual_seed(0)
     device = torch.device(args.device)
     dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(args.precision)
-    runner = Runner(name, Path(args.config), args.num_classes, args.size)
+    runner = Runner(name, args.config, args.num_classes, args.size)
     model = runner.model.to(device)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -132,7 +143,7 @@ def measure(name: str, args: argparse.Namespace) -> dict:
 
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         runner.infer(images[:1])
-    gflops = counter.get_total_flops() / 1e9 / 2  # FlopCounterMode counts a multiply-add as 2 FLOPs
+    gflops = counter.get_total_flops() / 1e9  # a multiply-add counts as 2 FLOPs
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -196,7 +207,8 @@ def print_table(rows: list[dict], args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="configs/fcos_r50_fpn_coco.yaml", help="detkit config whose model.detector is measured")
+    parser.add_argument("--config", type=Path, action="append", help="detkit config(s) whose model.detector is measured; "
+                        "later ones override (default: configs/fcos_r50_fpn_coco.yaml)")  # fmt: skip
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--size", type=int, default=512, help="square input size in pixels")
     parser.add_argument("--batch", type=int, default=2, help="training batch size")
@@ -210,6 +222,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write {'rows': [...]} here, detkit's row first")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one model, print its JSON row
     args = parser.parse_args()
+    args.config = args.config or [Path("configs/fcos_r50_fpn_coco.yaml")]
     if args.one:
         print("ROW " + json.dumps(measure(args.one, args)))
         return
