@@ -51,6 +51,7 @@ class DetectionModule(LightningModule):
         lr_scheduler_interval: Literal["epoch", "step"] = "epoch",
         warmup_steps: int = 100,
         warmup_start_factor: float = 0.001,
+        compile: bool = False,
     ) -> None:
         """Build the system around a detector.
 
@@ -64,6 +65,8 @@ class DetectionModule(LightningModule):
             lr_scheduler_interval: ``"epoch"`` or ``"step"``: when the scheduler steps.
             warmup_steps: optimizer steps of linear learning-rate warm-up (0 turns it off).
             warmup_start_factor: learning-rate multiplier at the first warm-up step.
+            compile: compile the detector's forward with ``torch.compile`` (slow first steps,
+                faster after; see ``tools/benchmark.py --compile`` for its effect on your machine).
         """
         super().__init__()
         if class_names is not None and len(class_names) != num_classes:
@@ -76,6 +79,10 @@ class DetectionModule(LightningModule):
         self.lr_scheduler_factory = lr_scheduler
         self.val_evaluator = DetectionEvaluator()
         self.test_evaluator = DetectionEvaluator()
+
+    def configure_model(self) -> None:
+        if self.hparams.compile:
+            self.detector.compile()
 
     def forward(self, images: Tensor) -> list[Detections]:
         """Detections in input pixels for a batch ``FloatTensor[B, 3, H, W]`` in ``[0, 1]``."""

@@ -69,7 +69,7 @@ def train_and_evaluate(name: str, args: argparse.Namespace) -> dict:
             detections = model.predict_batch(images) if name == "detkit" else model(list(images))
             evaluator.update(detections, targets)  # both sides in input pixels
     stats = evaluator.compute()
-    return {"model": name, "map": stats["map"], "map_50": stats["map_50"], "train_s": train_s, "final_loss": float(loss)}
+    return {"model": name, "map": stats["map"], "map_50": stats["map_50"], "train_s": train_s, "final_loss": float(loss.detach())}
 
 
 def main() -> None:

@@ -132,6 +132,8 @@ def measure(name: str, args: argparse.Namespace) -> dict:
     model = runner.model.to(device)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if args.compile:
+        model.compile()  # compiles forward; warm-up iterations absorb the compilation
     images, targets = make_batch(args.size, max(args.batch, args.infer_batch), args.num_classes)
     images = images.to(device)
     targets = [{k: (v.to(device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
@@ -218,6 +220,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="timed iterations per measurement")
     parser.add_argument("--warmup", type=int, default=3, help="untimed iterations before timing")
     parser.add_argument("--channels-last", action="store_true", help="run every model in channels_last memory format")
+    parser.add_argument("--compile", action="store_true", help="torch.compile every model's forward")
     parser.add_argument("--models", nargs="+", default=["detkit", *PEERS])
     parser.add_argument("--json", type=Path, help="write {'rows': [...]} here, detkit's row first")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one model, print its JSON row

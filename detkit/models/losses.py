@@ -7,9 +7,9 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
+from torchvision.ops import sigmoid_focal_loss
 
-from detkit.ops.boxes import decode_ltrb, encode_ltrb
+from detkit.ops.boxes import decode_ltrb, encode_ltrb, paired_giou_loss
 
 __all__ = ["FCOSLoss", "centerness_target", "paired_iou"]
 
@@ -90,8 +90,10 @@ class FCOSLoss(nn.Module):
         pos_f = positive.float()
         num_pos = pos_f.sum().clamp(min=1.0)
 
-        # Classification over every point: one-hot targets, all zeros for background.
-        onehot = F.one_hot(labels.clamp(min=0), cls_logits.shape[-1]).float() * pos_f[..., None]  # (B, P, K)
+        # Classification over every point: one-hot targets, all zeros for background (label -1).
+        # A comparison, not F.one_hot, which checks its input's range on the host (a GPU sync).
+        classes = torch.arange(cls_logits.shape[-1], device=labels.device)
+        onehot = (labels[..., None] == classes).float()  # (B, P, K)
         loss_cls = sigmoid_focal_loss(
             cls_logits, onehot, alpha=self.focal_alpha, gamma=self.focal_gamma, reduction="sum"
         ) / num_pos
@@ -103,7 +105,7 @@ class FCOSLoss(nn.Module):
         pos_mask = positive[..., None]
         safe_pred = torch.where(pos_mask, pred_boxes, unit)
         safe_target = torch.where(pos_mask, matched_boxes, unit)
-        giou = generalized_box_iou_loss(safe_pred, safe_target, reduction="none")  # (B, P)
+        giou = paired_giou_loss(safe_pred, safe_target)  # (B, P)
         loss_box = (giou * pos_f).sum() / num_pos
 
         # Quality (centre-ness or IoU) as a BCE on positives.

@@ -15,6 +15,7 @@ __all__ = [
     "encode_ltrb",
     "decode_ltrb",
     "box_area",
+    "paired_giou_loss",
 ]
 
 
@@ -74,3 +75,21 @@ def encode_ltrb(points: Tensor, boxes: Tensor) -> Tensor:
 def decode_ltrb(points: Tensor, ltrb: Tensor) -> Tensor:
     """Inverse of :func:`encode_ltrb`: ``[..., 2]`` points and ``[..., 4]`` distances -> xyxy."""
     return torch.cat((points - ltrb[..., :2], points + ltrb[..., 2:]), dim=-1)
+
+
+def paired_giou_loss(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-7) -> Tensor:
+    """``1 - GIoU`` of matching rows of ``[..., 4]`` xyxy boxes -> ``[...]``.
+
+    The same numbers as ``torchvision.ops.generalized_box_iou_loss(..., reduction="none")``, written
+    with clamps instead of its boolean-mask assignment, which makes a GPU wait for the host (a
+    ``nonzero``) in every training step.
+    """
+    lt = torch.maximum(boxes1[..., :2], boxes2[..., :2])
+    rb = torch.minimum(boxes1[..., 2:], boxes2[..., 2:])
+    overlap = (rb - lt).clamp(min=0)
+    inter = overlap[..., 0] * overlap[..., 1]  # not .prod(): its backward checks for zeros on the host
+    union = box_area(boxes1) + box_area(boxes2) - inter
+    iou = inter / (union + eps)
+    enclosing = torch.maximum(boxes1[..., 2:], boxes2[..., 2:]) - torch.minimum(boxes1[..., :2], boxes2[..., :2])
+    enclosing_area = enclosing[..., 0] * enclosing[..., 1]
+    return 1 - (iou - (enclosing_area - union) / (enclosing_area + eps))

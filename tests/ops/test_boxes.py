@@ -9,6 +9,7 @@ from detkit.ops.boxes import (
     decode_ltrb,
     encode_ltrb,
     letterbox_scale,
+    paired_giou_loss,
     unletterbox_boxes,
     xyxy_to_cxcywh,
 )
@@ -51,3 +52,19 @@ def test_ltrb_encoding_is_inverse_of_decoding_and_batched():
     torch.testing.assert_close(decode_ltrb(points[:, None], ltrb), boxes)
     outside = encode_ltrb(torch.tensor([[25.0, 2.0]]), torch.tensor([[10.0, 0.0, 20.0, 4.0]]))
     assert (outside < 0).any()
+
+
+def test_paired_giou_loss_matches_torchvision():
+    from torchvision.ops import generalized_box_iou_loss
+
+    generator = torch.Generator().manual_seed(0)
+    xy = torch.rand(200, 2, generator=generator) * 50
+    boxes1 = torch.cat([xy, xy + torch.rand(200, 2, generator=generator) * 30], dim=1)
+    xy = torch.rand(200, 2, generator=generator) * 50
+    boxes2 = torch.cat([xy, xy + torch.rand(200, 2, generator=generator) * 30], dim=1)
+    boxes2[:10] = boxes1[:10]  # identical pairs: loss 0
+    ours = paired_giou_loss(boxes1, boxes2)
+    torch.testing.assert_close(ours, generalized_box_iou_loss(boxes1, boxes2, reduction="none"))
+    torch.testing.assert_close(ours[:10], torch.zeros(10), atol=1e-6, rtol=0)
+    disjoint = paired_giou_loss(torch.tensor([0.0, 0.0, 1.0, 1.0]), torch.tensor([2.0, 0.0, 3.0, 1.0]))
+    assert abs(float(disjoint) - (1 + 1 / 3)) < 1e-6  # IoU 0, enclosing 3, union 2
