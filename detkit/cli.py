@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
@@ -39,6 +41,10 @@ class DetkitCLI(LightningCLI):
 
 def build_cli(args: list[str] | dict | None = None, run: bool = True) -> DetkitCLI:
     """Parse ``args`` (default: ``sys.argv``), build model, data and trainer, and run the subcommand."""
+    # Frozen backbone stages stay in eval mode on purpose (their BatchNorm statistics are fixed).
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
+    # Lightning 2.6's own use of a deprecated torch pytree API; nothing a detkit user can act on.
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     return DetkitCLI(
         DetectionModule,
         DetectionDataModule,
