@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from detkit.data.images import read_image
 from detkit.models import Detector
-from detkit.ops.boxes import letterbox_scale, unletterbox_boxes
+from detkit.ops.boxes import letterbox_resize, unletterbox_boxes
 
 #: Checkpoint ``detkit`` block versions this code reads.
 SUPPORTED_FORMAT_VERSIONS = (1,)
@@ -57,17 +57,16 @@ class Predictor(nn.Module):
     def device(self) -> torch.device:
         return next(self.detector.parameters()).device
 
-    def letterbox(self, image: Tensor) -> tuple[Tensor, float]:
+    def letterbox(self, image: Tensor) -> tuple[Tensor, Tensor]:
         """``[3, H, W]`` -> (``[3, S', S']`` resized so the longest side is ``input_size`` and padded
-        bottom/right to a multiple of 32, scale)."""
+        bottom/right to a multiple of 32, exact ``(x, y)`` scale ``[2]``)."""
         h, w = image.shape[-2:]
-        scale = letterbox_scale((h, w), self.input_size)
-        new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))
+        (new_h, new_w), scale_xy = letterbox_resize((h, w), self.input_size)
         resized = F.interpolate(image[None], size=(new_h, new_w), mode="bilinear", align_corners=False)[0]
         side = -(-self.input_size // 32) * 32
         padded = resized.new_zeros(3, side, side)
         padded[:, :new_h, :new_w] = resized
-        return padded, scale
+        return padded, torch.tensor(scale_xy, device=image.device)
 
     @torch.inference_mode()
     def predict(

@@ -22,7 +22,8 @@ class Target(TypedDict, total=False):
         iscrowd: ``Int64Tensor[N]``, 1 for crowd / ignored boxes (COCO ``iscrowd``, VOC ``difficult``).
         area: ``FloatTensor[N]`` area in original-image pixels, used for COCO's size ranges.
         orig_size: ``Int64Tensor[2]`` ``(height, width)`` of the original image.
-        scale: ``FloatTensor[]`` input-pixels per original pixel (letterbox factor; 1.0 if none).
+        scale: ``FloatTensor[2]`` input pixels per original pixel along ``(x, y)`` (the letterbox's
+            exact factors, see :func:`detkit.ops.boxes.letterbox_resize`).
     """
 
     boxes: Tensor

@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import Dataset, get_worker_info
 
 from detkit.data.augment import AugmentationSpec, build_augmentations
+from detkit.ops.boxes import letterbox_resize
 
 __all__ = ["eval_transforms", "train_transforms", "TransformedDataset", "LABEL_FIELDS"]
 
@@ -34,10 +35,9 @@ def _bbox_params(min_visibility: float = 0.0, min_size: float = 0.0) -> A.BboxPa
 def eval_transforms(size: int) -> A.Compose:
     """Letterbox: resize the longest side to ``size``, then zero-pad bottom/right to ``size x size``.
 
-    The input-pixels-per-original-pixel factor is ``size / max(h, w)`` (see
-    :func:`detkit.ops.boxes.letterbox_scale`), so input boxes divided by it are original boxes. The
-    resized short side is rounded to whole pixels, so along it the mapping is exact only up to that
-    rounding (at most half an input pixel); boxes always stay aligned with the resized image content.
+    The resized sides are rounded to whole pixels, so the exact input-pixels-per-original-pixel
+    factors differ per axis: :func:`detkit.ops.boxes.letterbox_resize` gives them, and input boxes
+    divided by them are the original boxes.
 
     Args:
         size: Side of the square network input.
@@ -105,7 +105,8 @@ class TransformedDataset(Dataset):
     Items become ``(image FloatTensor[3, H, W] in [0, 1], target)`` with torch ``boxes`` float32
     ``[N, 4]`` xyxy in transformed pixels, ``labels`` / ``iscrowd`` int64 ``[N]``, ``area`` float32
     ``[N]`` (original pixels), ``orig_size`` int64 ``[2]`` (h, w before transforms), ``scale``
-    float32 scalar ``size / max(h, w)`` (the eval letterbox factor), ``image_id`` and ``file_name``.
+    float32 ``[2]``, the eval letterbox's exact ``(x, y)`` factors (see
+    :func:`detkit.ops.boxes.letterbox_resize`), ``image_id`` and ``file_name``.
 
     The pipeline's random state is reseeded from torch in each DataLoader worker (and once in the
     main process), so workers do not repeat each other and ``seed_everything`` makes runs repeatable.
@@ -147,7 +148,7 @@ class TransformedDataset(Dataset):
             "image_id": int(target["image_id"]),
             "file_name": str(target["file_name"]),
             "orig_size": torch.tensor([height, width], dtype=torch.int64),
-            "scale": torch.tensor(self.size / max(height, width), dtype=torch.float32),
+            "scale": torch.tensor(letterbox_resize((height, width), self.size)[1], dtype=torch.float32),
         }
         tensor = torch.from_numpy(np.ascontiguousarray(out["image"]).transpose(2, 0, 1).copy()).float().div_(255.0)
         return tensor, result

@@ -11,6 +11,7 @@ __all__ = [
     "xyxy_to_cxcywh",
     "cxcywh_to_xyxy",
     "letterbox_scale",
+    "letterbox_resize",
     "unletterbox_boxes",
     "encode_ltrb",
     "decode_ltrb",
@@ -48,12 +49,28 @@ def letterbox_scale(orig_size: tuple[int, int], input_size: int) -> float:
     return float(input_size) / float(max(orig_size))
 
 
+def letterbox_resize(orig_size: tuple[int, int], input_size: int) -> tuple[tuple[int, int], tuple[float, float]]:
+    """Resized ``(height, width)`` of the letterbox and its exact per-axis ``(x, y)`` scale.
+
+    The sides are ``round(side * letterbox_scale)`` (as albumentations' ``LongestMaxSize`` rounds
+    them), so the factor actually applied differs per axis by up to half a pixel over the side;
+    ``(new_w / w, new_h / h)`` maps boxes back without that error.
+    """
+    h, w = orig_size
+    factor = letterbox_scale(orig_size, input_size)
+    new_h, new_w = max(1, round(h * factor)), max(1, round(w * factor))
+    return (new_h, new_w), (new_w / w, new_h / h)
+
+
 def unletterbox_boxes(boxes: Tensor, scale: Tensor | float, orig_size: tuple[int, int] | Tensor) -> Tensor:
     """Map ``[N, 4]`` boxes from a top-left letterboxed input back to original pixels.
 
-    The letterbox resizes by ``scale`` and pads on the right and bottom only, so the inverse is a
-    division followed by a clip to the original ``(height, width)``.
+    The letterbox resizes by ``scale`` (a number, or ``(x, y)`` factors as a ``[2]`` tensor) and pads
+    on the right and bottom only, so the inverse is a division followed by a clip to the original
+    ``(height, width)``.
     """
+    if isinstance(scale, Tensor) and scale.numel() == 2:
+        scale = scale.to(boxes.dtype).repeat(2)  # (sx, sy) -> (sx, sy, sx, sy)
     return clip_boxes(boxes / scale, orig_size)
 
 

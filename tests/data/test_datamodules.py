@@ -28,10 +28,10 @@ def _check_batch(batch, batch_size: int, input_size: int) -> None:
         assert target["iscrowd"].shape == (n,) and target["iscrowd"].dtype == torch.int64
         assert target["area"].shape == (n,) and target["area"].dtype == torch.float32
         assert target["orig_size"].shape == (2,) and target["orig_size"].dtype == torch.int64
-        assert target["scale"].shape == () and target["scale"].dtype == torch.float32
+        assert target["scale"].shape == (2,) and target["scale"].dtype == torch.float32
         assert isinstance(target["image_id"], int) and isinstance(target["file_name"], str)
         h, w = target["orig_size"].tolist()
-        assert target["scale"].item() == pytest.approx(input_size / max(h, w))
+        assert target["scale"].tolist() == pytest.approx([input_size / max(h, w)] * 2, abs=0.5 / min(h, w))
 
 
 def test_shapes_datamodule_batches_and_classes() -> None:
@@ -46,14 +46,12 @@ def test_shapes_datamodule_batches_and_classes() -> None:
     val = list(dm.val_dataloader())
     assert sum(len(t) for _, t in val) == 6
     _check_batch(val[0], 4, 96)
-    # eval batch boxes divided by scale give the raw dataset's boxes, up to the rounding of the resized
-    # short side to whole pixels (at most half an input pixel)
+    # eval batch boxes divided by the per-axis scale give the raw dataset's boxes (float32 rounding only)
     raw = dm.val_dataset.dataset
     for target in val[0][1]:
         original = raw[target["image_id"]][1]["boxes"]
-        tolerance = 0.5 / target["scale"].item() + 1e-3
-        recovered = target["boxes"] / target["scale"]
-        torch.testing.assert_close(recovered, torch.from_numpy(original), atol=tolerance, rtol=0)
+        recovered = target["boxes"] / target["scale"].repeat(2)
+        torch.testing.assert_close(recovered, torch.from_numpy(original), atol=1e-3, rtol=0)
     dm.setup("test")
     assert sum(len(t) for _, t in dm.test_dataloader()) == 4
 

@@ -48,8 +48,7 @@ def test_eval_letterbox_maps_boxes_exactly_and_round_trips() -> None:
     torch.testing.assert_close(image[:, :50], torch.full((3, 50, 100), 200 / 255))
     assert (image[:, 50:] == 0).all()  # bottom padding
     torch.testing.assert_close(target["boxes"], torch.tensor([[5.0, 10, 55, 30], [75, 0, 100, 50]]), atol=1e-4, rtol=0)
-    assert target["scale"].dtype == torch.float32 and target["scale"].shape == ()
-    assert target["scale"].item() == 0.5
+    assert target["scale"].dtype == torch.float32 and target["scale"].tolist() == [0.5, 0.5]
     assert target["orig_size"].tolist() == [100, 200] and target["orig_size"].dtype == torch.int64
     original = unletterbox_boxes(target["boxes"], target["scale"], target["orig_size"])
     torch.testing.assert_close(original, torch.tensor([[10.0, 20, 110, 60], [150, 0, 200, 100]]), atol=1e-4, rtol=0)
@@ -65,7 +64,7 @@ def test_eval_letterbox_tall_image_pads_right() -> None:
     assert image.shape == (3, 240, 240)
     assert (image[:, :, 120:] == 0).all() and (image[:, :, :120] > 0).all()
     torch.testing.assert_close(target["boxes"], torch.tensor([[12.0, 24, 60, 200]]), atol=1e-4, rtol=0)
-    assert target["scale"].item() == 2.0
+    assert target["scale"].tolist() == [2.0, 2.0]
 
 
 def test_images_without_boxes() -> None:
@@ -133,3 +132,13 @@ def test_train_augmentation_is_random_but_follows_torch_seed() -> None:
 def test_train_transforms_reject_bad_arguments(kwargs: dict) -> None:
     with pytest.raises(ValueError):
         train_transforms(**kwargs)
+
+
+def test_eval_letterbox_scale_is_exact_per_axis_when_the_short_side_rounds() -> None:
+    # 97 wide x 61 high, size 64 -> 64 x round(40.25) = 40: x factor 64/97, y factor 40/61.
+    item = _item(61, 97, [[0, 0, 97, 61], [10, 30, 50, 61]])
+    ds = TransformedDataset(ListDataset([item]), eval_transforms(64), 64)
+    _, target = ds[0]
+    torch.testing.assert_close(target["scale"], torch.tensor([64 / 97, 40 / 61]))
+    original = unletterbox_boxes(target["boxes"], target["scale"], target["orig_size"])
+    torch.testing.assert_close(original, torch.tensor([[0.0, 0, 97, 61], [10, 30, 50, 61]]), atol=1e-3, rtol=0)

@@ -8,6 +8,7 @@ from detkit.ops.boxes import (
     cxcywh_to_xyxy,
     decode_ltrb,
     encode_ltrb,
+    letterbox_resize,
     letterbox_scale,
     paired_giou_loss,
     unletterbox_boxes,
@@ -68,3 +69,14 @@ def test_paired_giou_loss_matches_torchvision():
     torch.testing.assert_close(ours[:10], torch.zeros(10), atol=1e-6, rtol=0)
     disjoint = paired_giou_loss(torch.tensor([0.0, 0.0, 1.0, 1.0]), torch.tensor([2.0, 0.0, 3.0, 1.0]))
     assert abs(float(disjoint) - (1 + 1 / 3)) < 1e-6  # IoU 0, enclosing 3, union 2
+
+
+def test_letterbox_resize_gives_exact_per_axis_factors():
+    # 61 x 97 (h x w) to 64: the long side becomes 64, the short side round(61 * 64 / 97) = round(40.25) = 40.
+    (new_h, new_w), (sx, sy) = letterbox_resize((61, 97), 64)
+    assert (new_h, new_w) == (40, 64)
+    assert (sx, sy) == (64 / 97, 40 / 61)
+    original = torch.tensor([[0.0, 0.0, 97.0, 61.0]])
+    resized = original * torch.tensor([sx, sy, sx, sy])
+    torch.testing.assert_close(resized, torch.tensor([[0.0, 0.0, 64.0, 40.0]]))
+    torch.testing.assert_close(unletterbox_boxes(resized, torch.tensor([sx, sy]), (61, 97)), original)
