@@ -3,47 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import warnings
-from pathlib import Path
-from typing import Any
 
-import yaml
+from detkit.commands.datamodule_config import build_datamodule
 
 _SPLITS = ("train", "val", "test")
-
-
-def _merge(base: dict[str, Any], new: Any) -> dict[str, Any]:
-    """Later ``data:`` blocks override earlier ones; without a new ``class_path`` their ``init_args`` merge."""
-    if not isinstance(new, dict):
-        raise ValueError(f"the data block must be a mapping with class_path/init_args, got {new!r}")
-    if new.get("class_path") and new.get("class_path") != base.get("class_path"):
-        return {"class_path": new["class_path"], "init_args": dict(new.get("init_args") or {})}
-    return {**base, "init_args": {**(base.get("init_args") or {}), **(new.get("init_args") or {})}}
-
-
-def _data_block(configs: list[str]) -> dict[str, Any]:
-    block: dict[str, Any] = {}
-    for path in configs:
-        file = Path(path)
-        if not file.is_file():
-            raise FileNotFoundError(f"config file not found: {file}")
-        content = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
-        if "data" in content:
-            block = _merge(block, content["data"])
-    return block
-
-
-def _build_datamodule(configs: list[str], overrides: list[str]) -> Any:
-    from jsonargparse import ArgumentParser
-
-    from detkit.data.datamodules import DetectionDataModule
-
-    parser = ArgumentParser(prog="detkit check-data", exit_on_error=False)
-    parser.add_subclass_arguments(DetectionDataModule, "data", required=True)
-    block = _data_block(configs)
-    args = (["--data", json.dumps(block)] if block else []) + overrides
-    return parser.instantiate(parser.parse_args(args)).data
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -71,7 +35,7 @@ def main(argv: list[str]) -> int:
     from detkit.data.check import check_dataset, plot_reports
 
     try:
-        datamodule = _build_datamodule(options.config, overrides)
+        datamodule = build_datamodule(options.config, overrides)
     except Exception as error:  # noqa: BLE001 - config errors of any kind are reported, not raised
         print(f"ERROR: cannot build the data module: {error}")
         return 2

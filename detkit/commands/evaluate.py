@@ -29,7 +29,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--gt", type=Path, help="COCO instances json (ground truth)")
     parser.add_argument("--dt", type=Path, help="COCO results json (detections) to evaluate against --gt")
     parser.add_argument("--ckpt_path", type=Path, help="detkit checkpoint to run on the test split instead")
-    parser.add_argument("--config", type=Path, help="YAML whose data: block describes the data (with --ckpt_path)")
+    parser.add_argument("--config", type=Path, action="append", default=[],
+                        help="YAML whose data: block describes the data (with --ckpt_path; repeatable, later files win)")  # fmt: skip
     parser.add_argument("--out", type=Path, help="folder for the report files")
     parser.add_argument("--voc", action="store_true", help="also report VOC's all-point AP at IoU 0.5 (voc_ap50)")
     parser.add_argument("--device", default="cpu", help="device the model runs on (with --ckpt_path)")
@@ -61,28 +62,11 @@ def report(
     return stats
 
 
-def _data_overrides(config: Path | None, rest: list[str]) -> list[str]:
-    """jsonargparse arguments for the data: the config's ``data:`` block only, then ``--data.*`` overrides."""
-    args: list[str] = []
-    if config is not None:
-        import yaml
-
-        if not config.is_file():
-            raise FileNotFoundError(f"config file not found: {config}")
-        block = (yaml.safe_load(config.read_text()) or {}).get("data")
-        if block is None:
-            raise ValueError(f"{config} has no data: block")
-        args += ["--data", yaml.safe_dump(block)]
-    unknown = [a for a in rest if a.startswith("--") and not a.startswith("--data")]
-    if unknown:
-        raise ValueError(f"unknown arguments for detkit evaluate: {unknown}")
-    return args + rest
-
-
 def evaluate_checkpoint(
-    ckpt_path: Path, data_args: list[str], device: str = "cpu"
+    ckpt_path: Path, configs: list[Path], data_overrides: list[str], device: str = "cpu"
 ) -> tuple[dict[str, Any], list[dict[str, Any]], bool]:
-    """Run a checkpoint on the test split of the configured data.
+    """Run a checkpoint on the test split of the data the configs' ``data:`` blocks (and ``--data.*``
+    overrides) describe.
 
     Returns:
         ``(COCO ground truth dict, COCO results list, whether the ground truth was generated)``:
@@ -90,17 +74,13 @@ def evaluate_checkpoint(
         truth; otherwise ``label + 1`` and a ground truth built from the dataset's targets.
     """
     import torch
-    from jsonargparse import ArgumentParser
 
-    from detkit.data.datamodules import DetectionDataModule
+    from detkit.commands.datamodule_config import build_datamodule
     from detkit.evaluation.cocojson import detections_to_coco, read_json, targets_to_coco
     from detkit.inference import load_detector
     from detkit.module import to_original_pixels
 
-    parser = ArgumentParser(prog="detkit evaluate", exit_on_error=False)
-    parser.add_subclass_arguments(DetectionDataModule, "data", required=True)
-    instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes  # renamed in jsonargparse 4.49
-    datamodule: DetectionDataModule = instantiate(parser.parse_args(data_args)).data
+    datamodule = build_datamodule(configs, data_overrides)
     predictor = load_detector(ckpt_path, device=device)
     if list(predictor.class_names) != list(datamodule.class_names):
         raise ValueError(f"{ckpt_path} was trained on classes {predictor.class_names}, the data has {datamodule.class_names}")
@@ -132,7 +112,10 @@ def main(argv: list[str]) -> int:
         if args.ckpt_path is not None:
             if args.gt is not None or args.dt is not None:
                 parser.error("give either --gt/--dt or --ckpt_path, not both")
-            gt_dict, results, generated = evaluate_checkpoint(args.ckpt_path, _data_overrides(args.config, rest), args.device)
+            unknown = [a for a in rest if a.startswith("-") and not a.startswith("--data")]
+            if unknown:
+                parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+            gt_dict, results, generated = evaluate_checkpoint(args.ckpt_path, args.config, rest, args.device)
             if args.out is not None:
                 args.out.mkdir(parents=True, exist_ok=True)
                 write_json(args.out / "detections.json", results)
@@ -148,7 +131,7 @@ def main(argv: list[str]) -> int:
             gt = load_ground_truth(args.gt)
             dt = load_results(args.dt, gt)
         report(gt, dt, args.out, voc=args.voc, score_threshold=args.score_threshold)
-    except (FileNotFoundError, ValueError) as error:
+    except (FileNotFoundError, ValueError, argparse.ArgumentError) as error:
         print(f"detkit evaluate: error: {error}", file=sys.stderr)
         return 2
     return 0
