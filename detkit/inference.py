@@ -97,13 +97,24 @@ class Predictor(nn.Module):
         return results
 
 
-def instantiate_detector(config: dict[str, Any], num_classes: int) -> Detector:
-    """Build a detector from its plain ``{class_path, init_args}`` config (as saved in checkpoints)."""
+def instantiate_detector(config: dict[str, Any], num_classes: int, pretrained_backbone: bool = True) -> Detector:
+    """Build a detector from its plain ``{class_path, init_args}`` config (as saved in checkpoints).
+
+    Args:
+        config: the detector's config.
+        num_classes: number of classes.
+        pretrained_backbone: load the backbone's configured pretrained ``weights``; ``False``
+            builds it with random weights (for a state dict that replaces them anyway: no download).
+    """
     from jsonargparse import ArgumentParser
 
     class_path = str(config.get("class_path", ""))
     if not class_path.startswith("detkit."):
         raise ValueError(f"refusing to build detector class {class_path!r}: only detkit classes are loaded")
+    backbone = (config.get("init_args") or {}).get("backbone")
+    if not pretrained_backbone and isinstance(backbone, dict) and "weights" in (backbone.get("init_args") or {}):
+        backbone = {**backbone, "init_args": {**backbone["init_args"], "weights": None}}
+        config = {**config, "init_args": {**config["init_args"], "backbone": backbone}}
     parser = ArgumentParser(exit_on_error=False)
     parser.add_argument("--detector", type=Callable[[int], Detector])
     parsed = parser.parse_object({"detector": config})
@@ -134,7 +145,8 @@ def load_detector(path: str | Path, device: str | torch.device = "cpu") -> Predi
             f"{path} has no detector config: it was saved by a DetectionModule built in Python with objects; "
             "build it with DetectionModule.from_config(...) or through the detkit CLI"
         )
-    detector = instantiate_detector(meta["detector"], meta["num_classes"])
+    # The checkpoint holds every weight: build the backbone without fetching pretrained ones.
+    detector = instantiate_detector(meta["detector"], meta["num_classes"], pretrained_backbone=False)
     prefix = "detector."
     state = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
     detector.load_state_dict(state)

@@ -73,3 +73,38 @@ def test_load_detector_rejects_foreign_and_future_checkpoints(tmp_path):
         load_detector(future)
     with pytest.raises(FileNotFoundError):
         load_detector(tmp_path / "missing.ckpt")
+
+
+def test_load_detector_never_fetches_pretrained_backbone_weights(tmp_path, monkeypatch):
+    import torchvision.models._api as weights_api
+
+    from detkit.inference import instantiate_detector
+
+    config = {
+        "class_path": "detkit.models.Detector",
+        "init_args": {
+            "backbone": {"class_path": "detkit.models.ResNetBackbone", "init_args": {"depth": 18, "weights": "IMAGENET1K_V1"}},
+            "fpn_channels": 32,
+            "fpn_extra_levels": 0,
+            "head_convs": 1,
+        },
+    }
+    trained = instantiate_detector(config, 2, pretrained_backbone=False)
+    checkpoint = {
+        "state_dict": {f"detector.{k}": v for k, v in trained.state_dict().items()},
+        "detkit": {"format_version": 1, "num_classes": 2, "class_names": ["a", "b"], "detector": config, "input_size": 64},
+    }
+    path = tmp_path / "r18.ckpt"
+    torch.save(checkpoint, path)
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("load_detector tried to fetch pretrained weights")
+
+    monkeypatch.setattr(weights_api.WeightsEnum, "get_state_dict", no_download)
+    # The guard works: building with the configured weights would fetch (jsonargparse wraps the error).
+    with pytest.raises((AssertionError, ValueError), match="fetch pretrained"):
+        instantiate_detector(config, 2)
+    model = load_detector(path)
+    for name, value in trained.state_dict().items():
+        assert torch.equal(model.detector.state_dict()[name], value), name
+    assert model.class_names == ["a", "b"] and model.input_size == 64
