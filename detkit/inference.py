@@ -84,6 +84,8 @@ class Predictor(nn.Module):
             pixels, ``scores`` ``[D]``, ``labels`` ``Int64Tensor[D]`` and ``names`` (list of str).
         """
         batch = list(images) if isinstance(images, (list, tuple)) else [images]
+        if not batch:
+            return []
         chw = [_to_chw_float(image) for image in batch]
         boxed = [self.letterbox(image.to(self.device)) for image in chw]
         inputs = torch.stack([padded for padded, _ in boxed])

@@ -52,6 +52,7 @@ def test_accepts_path_pil_numpy_and_tensor(tmp_path):
     assert len(results) == len(forms)
     for result in results:
         torch.testing.assert_close(result["boxes"], torch.tensor([[50.0, 20.0, 90.0, 60.0]]))
+    assert predictor.predict([]) == []
 
 
 def test_rejects_bad_images():
