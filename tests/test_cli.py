@@ -99,3 +99,19 @@ print("OK", len(boxes))
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.startswith("OK")
+
+
+@pytest.mark.parametrize(
+    "configs",
+    [["shapes.yaml"], ["fcos_r50_fpn_coco.yaml"], ["fcos_r50_fpn_coco.yaml", "lite_head.yaml"], ["raccoon.yaml", "augmentations.yaml"]],
+)
+def test_shipped_configs_parse(configs, capsys):
+    """Every shipped config is valid for `detkit fit` (parsed and printed, nothing built or downloaded)."""
+    args = ["fit"]
+    for name in configs:
+        args += ["--config", str(CONFIG.parent / name)]
+    with pytest.raises(SystemExit) as exit_info:
+        build_cli(args=[*args, "--print_config"])
+    assert exit_info.value.code == 0
+    printed = capsys.readouterr().out
+    assert "class_path: detkit.models.Detector" in printed and "class_path: detkit.data." in printed
