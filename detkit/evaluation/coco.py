@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from torch import Tensor, nn
 from torchmetrics.detection import MeanAveragePrecision
 
 from detkit.evaluation.cocoeval import COCO_STAT_NAMES
-
+from detkit.evaluation.cocojson import read_json
 from detkit.types import Detections, Target
 
 __all__ = ["COCO_STAT_NAMES", "DetectionEvaluator", "coco_json_to_tensors"]
@@ -161,8 +160,7 @@ def coco_json_to_tensors(gt_file: str | Path, dt_file: str | Path) -> tuple[list
     image id as pycocotools sorts them (its tie-break between equal scores follows that order); COCO ``[x, y, w, h]`` boxes become xyxy and category ids are used
     as labels unchanged.
     """
-    gt = json.loads(Path(gt_file).read_text())
-    dts = json.loads(Path(dt_file).read_text())
+    gt, dts = read_json(gt_file), read_json(dt_file)
     anns_by_image: dict[int, list[dict]] = defaultdict(list)
     for ann in gt["annotations"]:
         anns_by_image[ann["image_id"]].append(ann)

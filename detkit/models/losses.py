@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import sigmoid_focal_loss
 
-from detkit.ops.boxes import decode_ltrb, encode_ltrb, paired_giou_loss
+from detkit.ops.boxes import decode_ltrb, encode_ltrb, paired_giou_loss, paired_iou
 
-__all__ = ["FCOSLoss", "centerness_target", "paired_iou"]
+__all__ = ["FCOSLoss", "centerness_target"]
 
 
 def centerness_target(ltrb: Tensor) -> Tensor:
@@ -20,16 +20,6 @@ def centerness_target(ltrb: Tensor) -> Tensor:
     lr, tb = ltrb[..., 0::2], ltrb[..., 1::2]  # (..., 2): (l, r) and (t, b)
     ratio = (lr.amin(-1) / lr.amax(-1).clamp(min=1e-6)) * (tb.amin(-1) / tb.amax(-1).clamp(min=1e-6))
     return ratio.clamp(min=0).sqrt()
-
-
-def paired_iou(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-7) -> Tensor:
-    """IoU of matching rows of ``[..., 4]`` xyxy boxes -> ``[...]`` (not the all-pairs matrix)."""
-    lt = torch.maximum(boxes1[..., :2], boxes2[..., :2])
-    rb = torch.minimum(boxes1[..., 2:], boxes2[..., 2:])
-    inter = (rb - lt).clamp(min=0).prod(-1)
-    area1 = (boxes1[..., 2:] - boxes1[..., :2]).clamp(min=0).prod(-1)
-    area2 = (boxes2[..., 2:] - boxes2[..., :2]).clamp(min=0).prod(-1)
-    return inter / (area1 + area2 - inter + eps)
 
 
 class FCOSLoss(nn.Module):

@@ -16,6 +16,7 @@ __all__ = [
     "encode_ltrb",
     "decode_ltrb",
     "box_area",
+    "paired_iou",
     "paired_giou_loss",
 ]
 
@@ -94,6 +95,19 @@ def decode_ltrb(points: Tensor, ltrb: Tensor) -> Tensor:
     return torch.cat((points - ltrb[..., :2], points + ltrb[..., 2:]), dim=-1)
 
 
+def _paired_inter_union(boxes1: Tensor, boxes2: Tensor) -> tuple[Tensor, Tensor]:
+    """Intersection and union areas of matching rows of ``[..., 4]`` xyxy boxes, each ``[...]``."""
+    overlap = (torch.minimum(boxes1[..., 2:], boxes2[..., 2:]) - torch.maximum(boxes1[..., :2], boxes2[..., :2])).clamp(min=0)
+    inter = overlap[..., 0] * overlap[..., 1]  # not .prod(): its backward checks for zeros on the host
+    return inter, box_area(boxes1) + box_area(boxes2) - inter
+
+
+def paired_iou(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-7) -> Tensor:
+    """IoU of matching rows of ``[..., 4]`` xyxy boxes -> ``[...]`` (not torchvision's all-pairs matrix)."""
+    inter, union = _paired_inter_union(boxes1, boxes2)
+    return inter / (union + eps)
+
+
 def paired_giou_loss(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-7) -> Tensor:
     """``1 - GIoU`` of matching rows of ``[..., 4]`` xyxy boxes -> ``[...]``.
 
@@ -101,11 +115,7 @@ def paired_giou_loss(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-7) -> Tenso
     with clamps instead of its boolean-mask assignment, which makes a GPU wait for the host (a
     ``nonzero``) in every training step.
     """
-    lt = torch.maximum(boxes1[..., :2], boxes2[..., :2])
-    rb = torch.minimum(boxes1[..., 2:], boxes2[..., 2:])
-    overlap = (rb - lt).clamp(min=0)
-    inter = overlap[..., 0] * overlap[..., 1]  # not .prod(): its backward checks for zeros on the host
-    union = box_area(boxes1) + box_area(boxes2) - inter
+    inter, union = _paired_inter_union(boxes1, boxes2)
     iou = inter / (union + eps)
     enclosing = torch.maximum(boxes1[..., 2:], boxes2[..., 2:]) - torch.minimum(boxes1[..., :2], boxes2[..., :2])
     enclosing_area = enclosing[..., 0] * enclosing[..., 1]

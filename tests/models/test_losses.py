@@ -4,7 +4,8 @@ import math
 
 import torch
 
-from detkit.models.losses import FCOSLoss, centerness_target, paired_iou
+from detkit.models.losses import FCOSLoss, centerness_target
+from detkit.ops.boxes import paired_iou
 
 
 def test_centerness_and_paired_iou_hand_computed():
