@@ -1,30 +1,45 @@
-"""DetkitCLI: the LightningCLI behind ``detkit fit``, ``validate``, ``test`` and ``predict``."""
+"""DetkitCLI: the LightningCLI behind ``detkit fit``, ``validate``, ``test`` and ``predict``, and the one config path."""
 
 from __future__ import annotations
 
+import os
 import warnings
+from pathlib import Path
+from typing import Any
 
+from jsonargparse import Namespace
+from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from detkit.callbacks import PredictionWriter
-from detkit.data.datamodules import DetectionDataModule
+from detkit.config import instantiate
+from detkit.data import DetectionDataModule
 from detkit.module import DetectionModule
+
+__all__ = ["DetkitCLI", "build_cli", "build_data", "parse_config"]
 
 
 class DetkitCLI(LightningCLI):
     """LightningCLI with detkit's wiring.
 
-    - ``num_classes`` and ``class_names`` are declared once, by the data, and linked into the model;
+    - ``num_classes``, ``class_names`` and ``input_size`` are declared once, by the data, and linked
+      into the model;
     - a :class:`~lightning.pytorch.callbacks.ModelCheckpoint` (group ``checkpoint``) keeps the best
       ``val/map`` and the last epoch;
     - a :class:`~detkit.callbacks.PredictionWriter` (group ``predictions``) writes what
-      ``detkit predict`` finds.
+      ``detkit predict`` finds;
+    - every output follows ``trainer.default_root_dir`` unless given its own place: checkpoints go to
+      ``<root>/checkpoints`` (``--checkpoint.dirpath``), predictions to ``<root>/predictions``
+      (``--predictions.output_dir``) and, with ``trainer.logger`` left unset, metrics to a CSV logger
+      (``<root>/csv``) and a TensorBoard logger (``<root>/tensorboard``).
     """
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
+        parser.link_arguments("data.input_size", "model.input_size", apply_on="parse")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
             {
@@ -38,18 +53,71 @@ class DetkitCLI(LightningCLI):
         )
         parser.add_lightning_class_args(PredictionWriter, "predictions")
 
+    def _subcommand_config(self) -> Namespace:
+        return self.config[self.subcommand] if self.subcommand else self.config
 
-def build_cli(args: list[str] | dict | None = None, run: bool = True) -> DetkitCLI:
-    """Parse ``args`` (default: ``sys.argv``), build model, data and trainer, and run the subcommand."""
+    def _root_dir(self) -> Path:
+        return Path(self._subcommand_config().trainer.get("default_root_dir") or os.getcwd())
+
+    def before_instantiate_classes(self) -> None:
+        """Place checkpoints under ``trainer.default_root_dir`` when ``checkpoint.dirpath`` is unset."""
+        config = self._subcommand_config()
+        if config.checkpoint.get("dirpath") is None:
+            config.checkpoint.dirpath = str(self._root_dir() / "checkpoints")
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """The Trainer, with CSV + TensorBoard loggers under ``default_root_dir`` when ``logger`` is unset."""
+        if self._subcommand_config().trainer.get("logger") is None and "logger" not in kwargs:
+            root = str(self._root_dir())
+            kwargs["logger"] = [CSVLogger(root, name="csv"), TensorBoardLogger(root, name="tensorboard")]
+        return super().instantiate_trainer(**kwargs)
+
+
+class _ParseOnlyCLI(DetkitCLI):
+    """Parses like ``detkit fit`` (config files, overrides, links) and instantiates nothing."""
+
+    def before_instantiate_classes(self) -> None:
+        pass
+
+    def instantiate_classes(self) -> None:
+        pass
+
+
+def _quiet() -> None:
     # Frozen backbone stages stay in eval mode on purpose (their BatchNorm statistics are fixed).
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
     # Lightning 2.6's own use of a deprecated torch pytree API; nothing a detkit user can act on.
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+
+
+def build_cli(args: list[str] | dict | None = None, run: bool = True) -> DetkitCLI:
+    """Parse ``args`` (default: ``sys.argv``), build model, data and trainer, and run the subcommand.
+
+    With ``run=False`` there is no subcommand: ``args`` are those of ``detkit fit`` without ``fit``,
+    and the returned CLI holds ``.model``, ``.datamodule`` and ``.trainer`` (tools and tests use this).
+    """
+    _quiet()
     return DetkitCLI(
         DetectionModule,
         DetectionDataModule,
-        subclass_mode_data=True,
         save_config_kwargs={"overwrite": True},
         args=args,
         run=run,
     )
+
+
+def parse_config(args: list[str]) -> Namespace:
+    """The config that ``detkit fit ARGS`` would run (``--config`` files, overrides, links), parsed
+    by the same CLI and checked, with nothing built: no model, no weights, no data, no trainer."""
+    _quiet()
+    for i, arg in enumerate(args):  # a clear error rather than the parser's usage text
+        path = arg.split("=", 1)[1] if arg.startswith("--config=") else args[i + 1] if arg == "--config" and i + 1 < len(args) else None
+        if path is not None and not Path(path).is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+    return _ParseOnlyCLI(DetectionModule, DetectionDataModule, args=args, run=False).config
+
+
+def build_data(args: list[str]) -> DetectionDataModule:
+    """The DataModule that ``detkit fit ARGS`` would build, and nothing else (see :func:`parse_config`)."""
+    block = {"class_path": "detkit.data.DetectionDataModule", "init_args": parse_config(args).data.as_dict()}
+    return instantiate(DetectionDataModule, block)

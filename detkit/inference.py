@@ -7,34 +7,33 @@ from typing import Any, Callable, Sequence, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
+from detkit.checkpoints import CHECKPOINT_FORMAT_VERSION, migrate_checkpoint
+from detkit.config import instantiate
 from detkit.data.images import read_image
 from detkit.models import Detector
-from detkit.ops.boxes import letterbox_resize, unletterbox_boxes
-
-#: Checkpoint ``detkit`` block versions this code reads.
-SUPPORTED_FORMAT_VERSIONS = (1,)
+from detkit.ops.letterbox import Letterbox
 
 ImageInput = Union[str, Path, Image.Image, np.ndarray, Tensor]
 
 
-def _to_chw_float(image: ImageInput) -> Tensor:
-    """One image in any accepted form -> ``FloatTensor[3, H, W]`` in ``[0, 1]``."""
+def to_hwc_array(image: ImageInput) -> np.ndarray:
+    """One image in any accepted form -> ``[H, W, 3]`` RGB: ``uint8`` (paths, PIL, numpy) or
+    ``float32`` in ``[0, 1]`` (tensors), the form :class:`~detkit.ops.letterbox.Letterbox` takes."""
     if isinstance(image, (str, Path)):
-        image = read_image(image)
+        return read_image(image)
     if isinstance(image, Image.Image):
-        image = np.asarray(image.convert("RGB"))
+        return np.asarray(image.convert("RGB"))
     if isinstance(image, np.ndarray):
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"numpy images must be HxWx3 uint8 RGB, got shape {image.shape} dtype {image.dtype}")
-        return torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div_(255.0)  # copy: PIL arrays are read-only
+        return image
     if isinstance(image, Tensor):
         if image.ndim != 3 or image.shape[0] != 3 or not image.is_floating_point():
             raise ValueError(f"tensor images must be CHW float in [0, 1], got shape {tuple(image.shape)} {image.dtype}")
-        return image.float()
+        return image.detach().float().cpu().permute(1, 2, 0).contiguous().numpy()
     raise TypeError(f"unsupported image type {type(image).__name__}; give a path, PIL image, numpy array or tensor")
 
 
@@ -57,16 +56,10 @@ class Predictor(nn.Module):
     def device(self) -> torch.device:
         return next(self.detector.parameters()).device
 
-    def letterbox(self, image: Tensor) -> tuple[Tensor, Tensor]:
-        """``[3, H, W]`` -> (``[3, S', S']`` resized so the longest side is ``input_size`` and padded
-        bottom/right to a multiple of 32, exact ``(x, y)`` scale ``[2]``)."""
-        h, w = image.shape[-2:]
-        (new_h, new_w), scale_xy = letterbox_resize((h, w), self.input_size)
-        resized = F.interpolate(image[None], size=(new_h, new_w), mode="bilinear", align_corners=False)[0]
-        side = -(-self.input_size // 32) * 32
-        padded = resized.new_zeros(3, side, side)
-        padded[:, :new_h, :new_w] = resized
-        return padded, torch.tensor(scale_xy, device=image.device)
+    @property
+    def letterbox(self) -> Letterbox:
+        """The letterbox images go through: longest side to ``input_size``, padded to the detector's stride."""
+        return Letterbox(self.input_size, pad_multiple=self.detector.stride)
 
     @torch.inference_mode()
     def predict(
@@ -86,13 +79,16 @@ class Predictor(nn.Module):
         batch = list(images) if isinstance(images, (list, tuple)) else [images]
         if not batch:
             return []
-        chw = [_to_chw_float(image) for image in batch]
-        boxed = [self.letterbox(image.to(self.device)) for image in chw]
-        inputs = torch.stack([padded for padded, _ in boxed])
+        arrays = [to_hwc_array(image) for image in batch]
+        letterbox = self.letterbox
+        boxed = [letterbox(array) for array in arrays]
+        # uint8 images -> [0, 1] floats; (B, S, S, 3) -> (B, 3, S, S)
+        unit = [padded.astype(np.float32) / 255.0 if padded.dtype == np.uint8 else padded for padded, _ in boxed]
+        inputs = torch.from_numpy(np.stack(unit)).permute(0, 3, 1, 2).to(self.device)
         detections = self.detector.predict_batch(inputs, score_threshold=score_threshold)
         results = []
-        for det, (_, scale), image in zip(detections, boxed, chw):
-            boxes = unletterbox_boxes(det["boxes"], scale, tuple(image.shape[-2:]))
+        for det, (_, scale), array in zip(detections, boxed, arrays):
+            boxes = Letterbox.to_original(det["boxes"], scale, array.shape[:2])
             labels = det["labels"]
             names = [self.class_names[i] for i in labels.tolist()]
             results.append({"boxes": boxes, "scores": det["scores"], "labels": labels, "names": names})
@@ -108,8 +104,6 @@ def instantiate_detector(config: dict[str, Any], num_classes: int, pretrained_ba
         pretrained_backbone: load the backbone's configured pretrained ``weights``; ``False``
             builds it with random weights (for a state dict that replaces them anyway: no download).
     """
-    from jsonargparse import ArgumentParser
-
     class_path = str(config.get("class_path", ""))
     if not class_path.startswith("detkit."):
         raise ValueError(f"refusing to build detector class {class_path!r}: only detkit classes are loaded")
@@ -117,11 +111,7 @@ def instantiate_detector(config: dict[str, Any], num_classes: int, pretrained_ba
     if not pretrained_backbone and isinstance(backbone, dict) and "weights" in (backbone.get("init_args") or {}):
         backbone = {**backbone, "init_args": {**backbone["init_args"], "weights": None}}
         config = {**config, "init_args": {**config["init_args"], "backbone": backbone}}
-    parser = ArgumentParser(exit_on_error=False)
-    parser.add_argument("--detector", type=Callable[[int], Detector])
-    parsed = parser.parse_object({"detector": config})
-    factory = parser.instantiate(parsed).detector
-    return factory(num_classes)
+    return instantiate(Callable[[int], Detector], config)(num_classes)
 
 
 def load_detector(path: str | Path, device: str | torch.device = "cpu") -> Predictor:
@@ -135,13 +125,15 @@ def load_detector(path: str | Path, device: str | torch.device = "cpu") -> Predi
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    meta = checkpoint.get("detkit")
-    if meta is None:
+    if checkpoint.get("detkit") is None:
         raise ValueError(f"{path} is not a detkit checkpoint (no 'detkit' block)")
-    if meta.get("format_version") not in SUPPORTED_FORMAT_VERSIONS:
+    version = checkpoint["detkit"].get("format_version")
+    if not isinstance(version, int) or version > CHECKPOINT_FORMAT_VERSION:
         raise ValueError(
-            f"{path} has detkit checkpoint format {meta.get('format_version')}; this detkit reads {SUPPORTED_FORMAT_VERSIONS}"
+            f"{path} has detkit checkpoint format {version}; this detkit reads formats up to {CHECKPOINT_FORMAT_VERSION}"
         )
+    checkpoint = migrate_checkpoint(checkpoint)  # format 1 -> current (config and weight names)
+    meta = checkpoint["detkit"]
     if meta.get("detector") is None:
         raise ValueError(
             f"{path} has no detector config: it was saved by a DetectionModule built in Python with objects; "

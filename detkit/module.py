@@ -10,25 +10,27 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
 from torch.optim.lr_scheduler import LinearLR
 
-from detkit.evaluation import COCO_STAT_NAMES, DetectionEvaluator
+from detkit.checkpoints import CHECKPOINT_FORMAT_VERSION
+from detkit.config import instantiate, resolve
+from detkit.evaluation import COCO_STAT_NAMES
+from detkit.evaluation import CocoEvaluator
 from detkit.models import Detector
-from detkit.ops.boxes import unletterbox_boxes
+from detkit.ops.letterbox import Letterbox
 from detkit.types import Detections, Target
-
-#: Version of the ``checkpoint["detkit"]`` block; bump it and migrate in :mod:`detkit.inference`.
-CHECKPOINT_FORMAT_VERSION = 1
 
 Batch = tuple[Tensor, list[Target]]
 
 
 def to_original_pixels(detections: list[Detections], targets: list[Target]) -> tuple[list[Detections], list[Target]]:
-    """Map detections and targets from letterboxed input pixels back to each original image."""
+    """Detections mapped from letterboxed input pixels back to each original image (the letterbox's
+    exact inverse), and the targets with their original-pixel ``orig_boxes`` as ``boxes``."""
     dets_out: list[Detections] = []
     targets_out: list[Target] = []
     for det, tgt in zip(detections, targets):
-        size = tgt["orig_size"]
-        dets_out.append({**det, "boxes": unletterbox_boxes(det["boxes"], tgt["scale"], size)})
-        targets_out.append({**tgt, "boxes": unletterbox_boxes(tgt["boxes"], tgt["scale"], size)})
+        boxes = Letterbox.to_original(det["boxes"], tgt["scale"], tuple(tgt["orig_size"].tolist()))
+        dets_out.append({**det, "boxes": boxes})
+        original = tgt.get("orig_boxes")
+        targets_out.append({**tgt, "boxes": original if original is not None else tgt["boxes"]})
     return dets_out, targets_out
 
 
@@ -46,6 +48,7 @@ class DetectionModule(LightningModule):
         detector: Callable[[int], Detector],
         num_classes: int = 3,
         class_names: list[str] | None = None,
+        input_size: int = 640,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = None,
         lr_scheduler_interval: Literal["epoch", "step"] = "epoch",
@@ -60,6 +63,8 @@ class DetectionModule(LightningModule):
                 ``num_classes`` when built.
             num_classes: number of object classes; linked from the data, do not set it by hand.
             class_names: one name per class; linked from the data.
+            input_size: side of the square letterbox the data feeds the detector; linked from the
+                data and saved in checkpoints for :func:`detkit.load_detector`.
             optimizer: optimizer class and its arguments (receives the trainable parameters).
             lr_scheduler: learning-rate scheduler class and arguments, or none for a constant rate.
             lr_scheduler_interval: ``"epoch"`` or ``"step"``: when the scheduler steps.
@@ -77,8 +82,9 @@ class DetectionModule(LightningModule):
         self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
-        self.val_evaluator = DetectionEvaluator()
-        self.test_evaluator = DetectionEvaluator()
+        self.input_size = int(input_size)
+        self.val_evaluator = CocoEvaluator()
+        self.test_evaluator = CocoEvaluator()
 
     def configure_model(self) -> None:
         if self.hparams.compile:
@@ -97,13 +103,13 @@ class DetectionModule(LightningModule):
         return losses["loss"]
 
     # ---- evaluation -----------------------------------------------------------------------
-    def _evaluate_batch(self, batch: Batch, stage: str, evaluator: DetectionEvaluator) -> None:
+    def _evaluate_batch(self, batch: Batch, stage: str, evaluator: CocoEvaluator) -> None:
         images, targets = batch
         losses, detections = self.detector.loss_and_predict(images, targets)
         self.log_dict({f"{stage}/{k}": v for k, v in losses.items()}, batch_size=images.shape[0], sync_dist=True)
         evaluator.update(*to_original_pixels(detections, targets))
 
-    def _log_coco_stats(self, stage: str, evaluator: DetectionEvaluator) -> None:
+    def _log_coco_stats(self, stage: str, evaluator: CocoEvaluator) -> None:
         stats = evaluator.compute()
         evaluator.reset()
         for name in (*COCO_STAT_NAMES, "num_images"):
@@ -146,14 +152,13 @@ class DetectionModule(LightningModule):
     # ---- checkpoints ----------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         detector_config = self.hparams.get("detector")
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         checkpoint["detkit"] = {
             "format_version": CHECKPOINT_FORMAT_VERSION,
             "num_classes": self.num_classes,
             "class_names": self.class_names,
             # A plain {class_path, init_args} dict when built through the CLI or from_config.
             "detector": detector_config if isinstance(detector_config, dict) else None,
-            "input_size": getattr(datamodule, "input_size", None),
+            "input_size": self.input_size,
         }
 
     @classmethod
@@ -161,17 +166,10 @@ class DetectionModule(LightningModule):
         """Build from a plain config dict (the ``model:`` block of a YAML), keeping it for checkpoints.
 
         Use this rather than ``DetectionModule(detector=...)`` in Python code whose checkpoints
-        should load with :func:`detkit.load_detector`: like LightningCLI, it records the parsed
-        plain config (``class_path`` dicts, defaults filled in) as the hyperparameters.
+        should load with :func:`detkit.load_detector`: like LightningCLI, it records the parsed plain
+        config (``class_path`` dicts, defaults filled in) as the hyperparameters.
         """
-        import json
-
-        from jsonargparse import ArgumentParser
-        from lightning.pytorch.cli import _given_hyperparameters_context
-
-        parser = ArgumentParser(exit_on_error=False)
-        parser.add_class_arguments(cls, "module", fail_untyped=False)
-        parsed = parser.parse_object({"module": config})
-        plain = json.loads(parser.dump(parsed, format="json"))["module"]
-        with _given_hyperparameters_context(hparams=plain, instantiator="lightning.pytorch.cli.instantiate_module"):
-            return parser.instantiate(parsed).module
+        block = {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": config}
+        module = instantiate(cls, block)
+        module.hparams.update(resolve(cls, block)["init_args"])
+        return module

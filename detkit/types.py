@@ -7,9 +7,8 @@ heads and losses, through :mod:`detkit.ops.boxes`.
 
 from __future__ import annotations
 
-from typing import TypedDict
-
 from torch import Tensor
+from typing_extensions import NotRequired, TypedDict
 
 
 class Target(TypedDict, total=False):
@@ -42,8 +41,15 @@ class Detections(TypedDict):
         boxes: ``FloatTensor[D, 4]`` xyxy in pixels.
         scores: ``FloatTensor[D]`` confidence in ``[0, 1]``, sorted descending.
         labels: ``Int64Tensor[D]`` contiguous class indices.
+        point_index: ``Int64Tensor[D]`` (optional) the head's point each detection was decoded from:
+            a flat index into its ``P`` points, levels concatenated in order and row-major within
+            a level (what :func:`detkit.models.make_points` enumerates).
+        level: ``Int64Tensor[D]`` (optional) the pyramid level of that point, an index into the
+            head's ``in_features`` (0 = finest).
     """
 
     boxes: Tensor
     scores: Tensor
     labels: Tensor
+    point_index: NotRequired[Tensor]
+    level: NotRequired[Tensor]

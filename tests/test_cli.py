@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from detkit.checkpoints import CHECKPOINT_FORMAT_VERSION
 from detkit.cli import build_cli
 from detkit.models import Detector
 
@@ -23,15 +24,20 @@ def _tiny(root: Path) -> list[str]:
         "--trainer.callbacks", "[]",
         "--trainer.enable_progress_bar", "false",
         "--trainer.enable_model_summary", "false",
-        "--checkpoint.dirpath", str(root / "checkpoints"),
-        "--predictions.output_dir", str(root / "predictions"),
         "--predictions.max_drawn", "2",
-        "--data.init_args.num_train", "8",
-        "--data.init_args.num_val", "4",
-        "--data.init_args.num_test", "4",
-        "--data.init_args.batch_size", "4",
-        "--data.init_args.num_workers", "0",
-        "--data.init_args.input_size", "96",
+        *_small_shapes(),
+    ]  # fmt: skip
+
+
+def _small_shapes(train: int = 8, val: int = 4, test: int = 4) -> list[str]:
+    """Overrides shrinking the shapes config's data (readers keep their seeds)."""
+    return [
+        "--data.train.init_args.num_images", str(train),
+        "--data.val.init_args.num_images", str(val),
+        "--data.test.init_args.num_images", str(test),
+        "--data.batch_size", "4",
+        "--data.num_workers", "0",
+        "--data.input_size", "96",
     ]  # fmt: skip
 
 
@@ -41,6 +47,20 @@ def test_config_parses_and_links_classes_from_data(tmp_path):
     assert cli.model.num_classes == cli.datamodule.num_classes == 3
     assert cli.model.class_names == ["circle", "square", "triangle"]
     assert cli.model.detector.head.num_classes == 3
+    assert cli.model.input_size == cli.datamodule.input_size == 96  # linked from the data
+
+
+def test_build_data_parses_like_fit_and_builds_only_the_data(tmp_path, monkeypatch):
+    from detkit.cli import build_data
+    from detkit.models import backbones
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("build_data must not build a model")
+
+    monkeypatch.setattr(backbones.PlainConvBackbone, "__init__", no_model)
+    data = build_data(["--config", str(CONFIG), *_small_shapes(test=5), "--data.input_size", "64"])
+    data.setup("test")
+    assert data.input_size == 64 and len(data.test_dataset) == 5 and data.class_names == ["circle", "square", "triangle"]
 
 
 def test_fit_help_shows_documented_options(capsys):
@@ -54,8 +74,9 @@ def test_fit_help_shows_documented_options(capsys):
 
 def test_class_help_shows_detector_and_data_docstrings(capsys):
     for args, option, doc in [
-        (["--model.detector.help", "detkit.models.Detector"], "head_convs", "Convolutions in each head tower"),
-        (["--data.help", "detkit.data.ShapesDataModule"], "num_train", "Shapes"),
+        (["--model.detector.help", "detkit.models.Detector"], "image_mean", "mean"),
+        (["--model.detector.init_args.head.help", "detkit.models.FCOSHead"], "num_convs", "tower"),
+        (["--data.train.help", "detkit.data.ShapesReader"], "num_images", "Shapes"),
     ]:
         with pytest.raises(SystemExit):
             build_cli(args=["fit", *args])
@@ -65,12 +86,12 @@ def test_class_help_shows_detector_and_data_docstrings(capsys):
 
 def test_fit_validate_test_predict_and_load_in_fresh_process(tmp_path):
     build_cli(args=["fit", *_tiny(tmp_path), "--trainer.max_steps", "2"])
-    best = tmp_path / "checkpoints" / "best.ckpt"
+    best = tmp_path / "checkpoints" / "best.ckpt"  # under default_root_dir
     assert best.is_file() and (tmp_path / "checkpoints" / "last.ckpt").is_file()
 
     checkpoint = torch.load(best, map_location="cpu", weights_only=True)  # safe loading works
     meta = checkpoint["detkit"]
-    assert meta["format_version"] == 1 and meta["class_names"] == ["circle", "square", "triangle"]
+    assert meta["format_version"] == CHECKPOINT_FORMAT_VERSION == 2 and meta["class_names"] == ["circle", "square", "triangle"]
     assert meta["detector"]["class_path"] == "detkit.models.Detector" and meta["input_size"] == 96
 
     for sub in ("validate", "test"):
@@ -115,3 +136,21 @@ def test_shipped_configs_parse(configs, capsys):
     assert exit_info.value.code == 0
     printed = capsys.readouterr().out
     assert "class_path: detkit.models.Detector" in printed and "class_path: detkit.data." in printed
+
+
+def test_default_root_dir_moves_every_output(tmp_path, monkeypatch):
+    """With only --trainer.default_root_dir given, checkpoints, logs and predictions all land there."""
+    monkeypatch.chdir(tmp_path)  # a run that wrote to ./runs or ./lightning_logs would show up here
+    root = tmp_path / "elsewhere"
+    small = [
+        "--config", str(CONFIG), "--trainer.default_root_dir", str(root), "--trainer.max_steps", "2",
+        "--trainer.enable_progress_bar", "false", "--trainer.callbacks", "[]", *_small_shapes(),
+    ]  # fmt: skip
+    build_cli(args=["fit", *small])
+    build_cli(args=["predict", *small, "--ckpt_path", str(root / "checkpoints" / "last.ckpt")])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere"], list(tmp_path.iterdir())
+    assert (root / "checkpoints" / "best.ckpt").is_file() and (root / "checkpoints" / "last.ckpt").is_file()
+    assert list((root / "csv").glob("version_*/metrics.csv")), "CSV metrics missing"
+    assert list((root / "csv").glob("version_*/config.yaml")), "saved config missing"
+    assert list((root / "tensorboard").glob("version_*/events.out.tfevents.*")), "TensorBoard events missing"
+    assert len(json.loads((root / "predictions" / "predictions.json").read_text())) == 4

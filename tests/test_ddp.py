@@ -26,11 +26,12 @@ def _args(root: Path) -> list[str]:
         "--trainer.max_epochs", "1",
         "--trainer.num_sanity_val_steps", "0",
         "--checkpoint.dirpath", str(root / "checkpoints"),
-        "--data.init_args.num_train", "8",
-        "--data.init_args.num_val", "5",
-        "--data.init_args.batch_size", "2",
-        "--data.init_args.num_workers", "0",
-        "--data.init_args.input_size", "96",
+        "--data.train.init_args.num_images", "8",
+        "--data.val.init_args.num_images", "5",
+        "--data.test.init_args.num_images", "5",
+        "--data.batch_size", "2",
+        "--data.num_workers", "0",
+        "--data.input_size", "96",
         "--model.warmup_steps", "0",
     ]  # fmt: skip
 
@@ -63,3 +64,21 @@ def test_two_process_ddp_fit_keeps_ranks_identical_and_counts_val_images_once(tm
     single = build_cli(args=["validate", *_args(tmp_path / "single"), "--ckpt_path", str(tmp_path / "checkpoints" / "last.ckpt")])
     assert single.trainer.callback_metrics["val/num_images"] == 5
     assert float(single.trainer.callback_metrics["val/map"]) == pytest.approx(metrics[0]["val/map"], abs=1e-6)
+
+    # detkit predict on 2 processes: each writes its share, rank 0 merges one predictions.json in
+    # dataset order with every test image once (the sampler repeats one of the 5 to even the shares).
+    predict = [
+        sys.executable, "-m", "detkit", "predict", *_args(tmp_path), "--predictions.max_drawn", "0",
+        "--ckpt_path", str(tmp_path / "checkpoints" / "last.ckpt"),
+        "--trainer.accelerator", "cpu", "--trainer.strategy", "ddp", "--trainer.devices", "2",
+    ]  # fmt: skip
+    done = subprocess.run(predict, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    merged = json.loads((tmp_path / "predictions" / "predictions.json").read_text())
+    assert sorted(p.name for p in (tmp_path / "predictions").iterdir()) == ["predictions.json"]  # parts removed
+    single = build_cli(args=["predict", *_args(tmp_path / "single"), "--ckpt_path", str(tmp_path / "checkpoints" / "last.ckpt")])
+    expected = json.loads((tmp_path / "single" / "predictions" / "predictions.json").read_text())
+    assert [r["file_name"] for r in merged] == [r["file_name"] for r in expected] and len(merged) == 5
+    for got, want in zip(merged, expected):
+        assert got["labels"] == want["labels"] and got["names"] == want["names"]
+        assert got["scores"] == pytest.approx(want["scores"], abs=1e-5)

@@ -12,6 +12,8 @@ from detkit.inference import Predictor, load_detector
 class BrightBoxDetector(nn.Module):
     """Stands in for a detector: 'detects' the bright pixels of each letterboxed input as one box."""
 
+    stride = 32  # the letterbox pads to a multiple of the detector's largest stride
+
     def __init__(self) -> None:
         super().__init__()
         self.dummy = nn.Parameter(torch.zeros(1))
@@ -85,15 +87,14 @@ def test_load_detector_never_fetches_pretrained_backbone_weights(tmp_path, monke
         "class_path": "detkit.models.Detector",
         "init_args": {
             "backbone": {"class_path": "detkit.models.ResNetBackbone", "init_args": {"depth": 18, "weights": "IMAGENET1K_V1"}},
-            "fpn_channels": 32,
-            "fpn_extra_levels": 0,
-            "head_convs": 1,
+            "neck": {"class_path": "detkit.models.FPN", "init_args": {"out_channels": 32, "extra_levels": 0}},
+            "head": {"class_path": "detkit.models.FCOSHead", "init_args": {"num_convs": 1}},
         },
     }
     trained = instantiate_detector(config, 2, pretrained_backbone=False)
     checkpoint = {
         "state_dict": {f"detector.{k}": v for k, v in trained.state_dict().items()},
-        "detkit": {"format_version": 1, "num_classes": 2, "class_names": ["a", "b"], "detector": config, "input_size": 64},
+        "detkit": {"format_version": 2, "num_classes": 2, "class_names": ["a", "b"], "detector": config, "input_size": 64},
     }
     path = tmp_path / "r18.ckpt"
     torch.save(checkpoint, path)
@@ -109,3 +110,15 @@ def test_load_detector_never_fetches_pretrained_backbone_weights(tmp_path, monke
     for name, value in trained.state_dict().items():
         assert torch.equal(model.detector.state_dict()[name], value), name
     assert model.class_names == ["a", "b"] and model.input_size == 64
+
+
+def test_predictor_letterbox_pads_to_the_detectors_stride():
+    detector = BrightBoxDetector()
+    detector.stride = 128
+    predictor = Predictor(detector, ["square"], input_size=100)
+    [result] = predictor.predict(_image_with_box())
+    assert detector.seen_shapes == [(1, 3, 128, 128)]
+    detector.stride = 8
+    predictor.predict(_image_with_box())
+    assert detector.seen_shapes[-1] == (1, 3, 104, 104)
+    torch.testing.assert_close(result["boxes"], torch.tensor([[50.0, 20.0, 90.0, 60.0]]))

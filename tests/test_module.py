@@ -4,16 +4,15 @@ import torch
 from lightning.pytorch import Trainer
 from torch.utils.data import DataLoader
 
-from detkit.data import ShapesDataset, TransformedDataset, collate_detection, eval_transforms
+from detkit.data import EvalTransform, ShapesReader, TransformedDataset, collate_detection
 from detkit.module import CHECKPOINT_FORMAT_VERSION, DetectionModule, to_original_pixels
 
 TINY_DETECTOR = {
     "class_path": "detkit.models.Detector",
     "init_args": {
         "backbone": {"class_path": "detkit.models.PlainConvBackbone", "init_args": {"widths": [16, 32, 64, 96, 128]}},
-        "fpn_channels": 64,
-        "fpn_extra_levels": 0,
-        "head_convs": 2,
+        "neck": {"class_path": "detkit.models.FPN", "init_args": {"out_channels": 64, "extra_levels": 0}},
+        "head": {"class_path": "detkit.models.FCOSHead", "init_args": {"num_convs": 2}},
     },
 }
 
@@ -44,7 +43,7 @@ def _trainer(tmp_path, **kwargs) -> Trainer:
 
 def test_overfits_a_few_synthetic_images_to_high_map(tmp_path):
     torch.manual_seed(0)
-    data = TransformedDataset(ShapesDataset(4, seed=7), eval_transforms(128), 128)
+    data = TransformedDataset(ShapesReader(4, seed=7), EvalTransform(128))
     loader = DataLoader(data, batch_size=4, collate_fn=collate_detection)
     module = _module()
     _trainer(tmp_path, max_steps=300, num_sanity_val_steps=0, limit_val_batches=0).fit(module, loader)
@@ -80,27 +79,29 @@ def test_checkpoint_block_is_plain_and_versioned():
     assert block["detector"]["class_path"] == "detkit.models.Detector"
     assert block["detector"]["init_args"]["backbone"]["class_path"] == "detkit.models.PlainConvBackbone"
     assert block["detector"]["init_args"]["backbone"]["init_args"]["widths"] == [16, 32, 64, 96, 128]
-    assert block["detector"]["init_args"]["fpn_channels"] == 64
+    assert block["detector"]["init_args"]["neck"]["init_args"]["out_channels"] == 64
+    assert block["input_size"] == 640  # the default; the CLI links it from the data
 
 
-def test_to_original_pixels_undoes_the_letterbox():
+def test_to_original_pixels_undoes_the_letterbox_and_scores_the_readers_boxes():
     detections = [{"boxes": torch.tensor([[10.0, 20.0, 30.0, 40.0]]), "scores": torch.ones(1), "labels": torch.zeros(1, dtype=torch.long)}]
     targets = [
         {
             "boxes": torch.tensor([[0.0, 0.0, 50.0, 25.0]]),
+            "orig_boxes": torch.tensor([[0.0, 0.0, 99.5, 50.0]]),  # the reader's own box, not the mapped-back one
             "labels": torch.zeros(1, dtype=torch.long),
-            "scale": torch.tensor(0.5),
+            "scale": torch.tensor([0.5, 0.5]),
             "orig_size": torch.tensor([50, 100]),
         }
     ]
     dets, tgts = to_original_pixels(detections, targets)
     torch.testing.assert_close(dets[0]["boxes"], torch.tensor([[20.0, 40.0, 60.0, 50.0]]))  # y clipped to h=50
-    torch.testing.assert_close(tgts[0]["boxes"], torch.tensor([[0.0, 0.0, 100.0, 50.0]]))
+    torch.testing.assert_close(tgts[0]["boxes"], torch.tensor([[0.0, 0.0, 99.5, 50.0]]))
 
 
 def test_bf16_mixed_training_steps_stay_finite(tmp_path):
     torch.manual_seed(0)
-    data = TransformedDataset(ShapesDataset(4, seed=3), eval_transforms(96), 96)
+    data = TransformedDataset(ShapesReader(4, seed=3), EvalTransform(96))
     loader = DataLoader(data, batch_size=2, collate_fn=collate_detection)
     module = _module()
     before = {k: v.clone() for k, v in module.detector.state_dict().items()}

@@ -8,19 +8,27 @@ from pathlib import Path
 from typing import Any
 
 from detkit.evaluation.cocoeval import evaluate_coco
-from detkit.evaluation.cocojson import GroundTruth, Results, load_ground_truth, load_results, write_json
+from detkit.evaluation.cocojson import (
+    GroundTruth,
+    Results,
+    ground_truth_to_coco,
+    load_ground_truth,
+    load_results,
+    results_to_coco,
+    write_json,
+)
 
 USAGE = """\
 detkit evaluate --gt GT.json --dt DETECTIONS.json [--out DIR] [--voc]
-detkit evaluate --ckpt_path best.ckpt --config CONFIG.yaml [--data.init_args.X V ...] [--out DIR] [--voc]"""
+detkit evaluate --ckpt_path best.ckpt --config CONFIG.yaml [--data.X V ...] [--out DIR] [--voc]"""
 
 _EPILOG = """\
 Prints the 12 COCO stats (map, map_50, ..., mar_large) as one json object on stdout. With --out
 it also writes metrics.json, per_class.csv (also printed, on stderr), pr_curves.csv,
 pr_overall.png, pr_per_class.png, confusion_matrix.csv/.png and, for a checkpoint,
-detections.json (COCO results; and ground_truth.json when the data has no COCO json of its own).
-With --ckpt_path, only the config's data: block is read (other blocks are ignored); --data.*
-overrides it as in `detkit test`."""
+detections.json (COCO results) and ground_truth.json (what was scored: the reader's boxes, as
+`detkit test` scores them). With --ckpt_path, only the config's data: block is built (parsed by the
+same CLI as `detkit fit`), at the checkpoint's input size; --data.* overrides it as in `detkit test`."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -64,44 +72,39 @@ def report(
 
 def evaluate_checkpoint(
     ckpt_path: Path, configs: list[Path], data_overrides: list[str], device: str = "cpu"
-) -> tuple[dict[str, Any], list[dict[str, Any]], bool]:
-    """Run a checkpoint on the test split of the data the configs' ``data:`` blocks (and ``--data.*``
-    overrides) describe.
+) -> tuple[GroundTruth, Results]:
+    """Run a checkpoint on the test split of the data that the configs' ``data:`` blocks (and
+    ``--data.*`` overrides) describe, exactly as ``detkit test`` does.
+
+    The data is built through the same CLI parser as ``detkit fit`` (only the ``data:`` block is
+    instantiated) at the checkpoint's own ``input_size``; images go through the same loader and
+    letterbox, and the same :class:`~detkit.evaluation.CocoEvaluator` scores them against the
+    reader's ground truth in original pixels.
 
     Returns:
-        ``(COCO ground truth dict, COCO results list, whether the ground truth was generated)``:
-        COCO category ids where the dataset has them (``category_ids``) and its own json as ground
-        truth; otherwise ``label + 1`` and a ground truth built from the dataset's targets.
+        ``(ground truth, results)`` of the test split: category ids are the dataset's own where it
+        has them (``category_ids``), else ``label + 1``.
     """
     import torch
 
-    from detkit.commands.datamodule_config import build_datamodule
-    from detkit.evaluation.cocojson import detections_to_coco, read_json, targets_to_coco
+    from detkit.cli import build_data
+    from detkit.evaluation import CocoEvaluator
     from detkit.inference import load_detector
     from detkit.module import to_original_pixels
 
-    datamodule = build_datamodule(configs, data_overrides)
     predictor = load_detector(ckpt_path, device=device)
+    args = [f"--config={path}" for path in configs] + data_overrides
+    datamodule = build_data([*args, f"--data.input_size={predictor.input_size}"])
     if list(predictor.class_names) != list(datamodule.class_names):
         raise ValueError(f"{ckpt_path} was trained on classes {predictor.class_names}, the data has {datamodule.class_names}")
     datamodule.setup("test")
-    raw = datamodule.test_dataset.dataset
-    category_ids = getattr(raw, "category_ids", None)
-    detections, image_ids, targets = [], [], []
+    evaluator = CocoEvaluator()
     with torch.inference_mode():
-        for images, batch_targets in datamodule.test_dataloader():
+        for images, targets in datamodule.test_dataloader():
             found = predictor.detector.predict_batch(images.to(predictor.device))
             found = [{k: v.cpu() for k, v in d.items()} for d in found]
-            found, originals = to_original_pixels(found, batch_targets)
-            detections += found
-            image_ids += [int(t["image_id"]) for t in batch_targets]
-            targets += originals
-    results = detections_to_coco(detections, image_ids, category_ids)
-    ann_file = getattr(raw, "ann_file", None)
-    if category_ids is not None and ann_file is not None:
-        return read_json(ann_file), results, False
-    raw_targets = [raw.target(i) if hasattr(raw, "target") else raw[i][1] for i in range(len(raw))]
-    return targets_to_coco(raw_targets, datamodule.class_names), results, True
+            evaluator.update(*to_original_pixels(found, targets))
+    return evaluator.coco_inputs(datamodule.class_names, datamodule.category_ids)
 
 
 def main(argv: list[str]) -> int:
@@ -115,14 +118,11 @@ def main(argv: list[str]) -> int:
             unknown = [a for a in rest if a.startswith("-") and not a.startswith("--data")]
             if unknown:
                 parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-            gt_dict, results, generated = evaluate_checkpoint(args.ckpt_path, args.config, rest, args.device)
+            gt, dt = evaluate_checkpoint(args.ckpt_path, args.config, rest, args.device)
             if args.out is not None:
                 args.out.mkdir(parents=True, exist_ok=True)
-                write_json(args.out / "detections.json", results)
-                if generated:
-                    write_json(args.out / "ground_truth.json", gt_dict)
-            gt = load_ground_truth(gt_dict, source="ground truth of the test split")
-            dt = load_results(results, gt, source=f"detections of {args.ckpt_path}")
+                write_json(args.out / "detections.json", results_to_coco(dt, gt))
+                write_json(args.out / "ground_truth.json", ground_truth_to_coco(gt))
         else:
             if rest:
                 parser.error(f"unrecognized arguments: {' '.join(rest)}")

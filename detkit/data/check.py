@@ -11,7 +11,8 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from detkit.data.images import ImageReadError
-from detkit.data.records import DatasetIssues, DetectionRecords, examples
+from detkit.data.readers.base import DatasetIssues, examples
+from detkit.data.readers.records import DetectionRecords
 
 __all__ = ["DataReport", "check_dataset", "plot_reports"]
 
@@ -64,17 +65,20 @@ def _count(items: list[str]) -> str:
 
 
 def check_dataset(dataset: Dataset, split: str = "data", read_images: bool = True) -> DataReport:
-    """Collect the :class:`DataReport` of a raw detection dataset.
+    """Collect the :class:`DataReport` of a reader (or any raw detection dataset).
 
-    Targets come from ``dataset.target(i)`` when the dataset has it (no image decoding) and from
-    ``dataset[i]`` otherwise; with ``read_images`` every image of a file-backed dataset is fully
-    decoded, so truncated or unreadable files are found. Repairs the reader made (clipping,
-    dropping, unmatched label files) come from ``dataset.issues``.
+    Loads the reader if it is not loaded yet (its format errors are raised). Targets come from
+    ``dataset.target(i)`` when the dataset has it (no image decoding) and from ``dataset[i]``
+    otherwise; with ``read_images`` every image of a file-backed reader
+    (:class:`~detkit.data.readers.records.DetectionRecords`) is fully decoded, so truncated or
+    unreadable files are found. Repairs the reader made (clipping, dropping, unmatched label files)
+    come from ``dataset.issues``.
     """
+    report_images = len(dataset)  # type: ignore[arg-type]  # loads a lazy reader
     issues = getattr(dataset, "issues", None) or DatasetIssues()
     class_names = list(getattr(dataset, "class_names", []))
     report = DataReport(split=split, source=issues.source or type(dataset).__name__, issues=issues)
-    report.images = len(dataset)  # type: ignore[arg-type]
+    report.images = report_images
     labels: list[np.ndarray] = []
     sizes: list[np.ndarray] = []
     ids: list[Any] = []
@@ -84,7 +88,7 @@ def check_dataset(dataset: Dataset, split: str = "data", read_images: bool = Tru
             target = dataset.target(k)
             if read_images:
                 try:
-                    dataset._read(k)
+                    dataset.load_image(k)
                 except ImageReadError as error:
                     report.unreadable.append(f"{target['file_name']} ({error})")
         else:

@@ -4,20 +4,26 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 
-__all__ = ["collate_detection", "MultiScaleCollate", "PAD_MULTIPLE"]
+from detkit.ops.letterbox import fit_longest_side, resize_image, round_up
 
-#: Padded batch sides are rounded up to a multiple of this (the largest backbone stride).
-PAD_MULTIPLE = 32
+__all__ = ["MultiScaleCollate", "collate_detection"]
+
+Item = tuple[torch.Tensor, dict[str, Any]]
 
 
-def collate_detection(batch: list[tuple[torch.Tensor, dict[str, Any]]]) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+def collate_detection(batch: list[Item], pad_multiple: int = 1) -> tuple[torch.Tensor, list[dict[str, Any]]]:
     """Stack ``(image FloatTensor[3, H_i, W_i], target)`` items into one batch.
 
     Images are zero-padded on the bottom and right to the batch's largest height and width, each
-    rounded up to a multiple of :data:`PAD_MULTIPLE`, so box coordinates are unchanged.
+    rounded up to a multiple of ``pad_multiple`` (:func:`~detkit.ops.letterbox.round_up`, the
+    letterbox's rule), so box coordinates are unchanged.
+
+    Args:
+        batch: The items.
+        pad_multiple: Padded sides are multiples of this (the data module passes its own).
 
     Returns:
         ``(images FloatTensor[B, 3, H, W], targets)`` with ``targets`` the list of ``B`` dicts.
@@ -25,48 +31,49 @@ def collate_detection(batch: list[tuple[torch.Tensor, dict[str, Any]]]) -> tuple
     if not batch:
         raise ValueError("cannot collate an empty batch")
     images = [image for image, _ in batch]
-    height = max(image.shape[-2] for image in images)
-    width = max(image.shape[-1] for image in images)
-    height = -(-height // PAD_MULTIPLE) * PAD_MULTIPLE
-    width = -(-width // PAD_MULTIPLE) * PAD_MULTIPLE
+    height = round_up(max(image.shape[-2] for image in images), pad_multiple)
+    width = round_up(max(image.shape[-1] for image in images), pad_multiple)
     out = images[0].new_zeros((len(images), images[0].shape[0], height, width))
     for i, image in enumerate(images):
         out[i, :, : image.shape[-2], : image.shape[-1]] = image
     return out, [target for _, target in batch]
 
 
+def _resize_item(image: torch.Tensor, target: dict[str, Any], factor: float) -> Item:
+    """Resize one ``[3, H, W]`` item by ``factor`` (sides rounded), scaling ``boxes`` / ``scale`` exactly per axis."""
+    height, width = image.shape[-2:]
+    (new_h, new_w), (sx, sy) = fit_longest_side(height, width, max(height, width) * factor)
+    hwc = image.permute(1, 2, 0).numpy().astype(np.float32, copy=False)
+    resized = torch.from_numpy(resize_image(hwc, new_h, new_w)).permute(2, 0, 1).clamp_(0, 1)
+    per_axis = torch.tensor([sx, sy], dtype=torch.float32)
+    return resized.contiguous(), {**target, "boxes": target["boxes"] * per_axis.repeat(2), "scale": target["scale"] * per_axis}
+
+
 class MultiScaleCollate:
-    """Collate, then resize the whole batch to a size drawn per batch from ``sizes`` (multi-scale training).
+    """Resize each batch to a size drawn per batch from ``sizes`` (multi-scale training), then collate.
 
     Training items are letterboxed to ``train_size`` (the largest of ``sizes``); each batch draws
-    ``s`` uniformly (torch RNG: seeded per worker) and is resized by ``f = s / train_size``
-    (bilinear, antialiased), with ``boxes`` and ``scale`` multiplied by ``f``, then padded to a
-    multiple of :data:`PAD_MULTIPLE`. Evaluation does not use it: it stays at the DataModule's
-    ``input_size``.
+    ``s`` uniformly (torch RNG: seeded per worker) and each image is resized by ``s / train_size``
+    with :func:`~detkit.ops.letterbox.resize_image` (sides rounded; ``boxes`` and ``scale`` follow
+    by the exact per-axis factors), then padded as :func:`collate_detection` to ``pad_multiple``.
+    Evaluation does not use it: it stays at the data module's ``input_size``.
     """
 
-    def __init__(self, sizes: list[int], train_size: int | None = None) -> None:
+    def __init__(self, sizes: list[int], pad_multiple: int = 1, train_size: int | None = None) -> None:
         """Args:
-        sizes: Candidate input sides (each a positive multiple of :data:`PAD_MULTIPLE`).
+        sizes: Candidate input sides (positive).
+        pad_multiple: Padded batch sides are multiples of this.
         train_size: Side the training items are letterboxed to; default ``max(sizes)``.
         """
-        if not sizes or any(s <= 0 or s % PAD_MULTIPLE for s in sizes):
-            raise ValueError(f"multi-scale sizes must be positive multiples of {PAD_MULTIPLE}, got {sizes}")
+        if not sizes or any(int(s) != s or s <= 0 for s in sizes):
+            raise ValueError(f"multi-scale sizes must be positive integers, got {sizes}")
         self.sizes = [int(s) for s in sizes]
+        self.pad_multiple = int(pad_multiple)
         self.train_size = int(train_size or max(self.sizes))
 
-    def __call__(self, batch: list[tuple[torch.Tensor, dict[str, Any]]]) -> tuple[torch.Tensor, list[dict[str, Any]]]:
-        images, targets = collate_detection(batch)
+    def __call__(self, batch: list[Item]) -> tuple[torch.Tensor, list[dict[str, Any]]]:
         size = self.sizes[int(torch.randint(len(self.sizes), ()).item())]
         factor = size / self.train_size
-        if factor == 1:
-            return images, targets
-        height, width = round(images.shape[-2] * factor), round(images.shape[-1] * factor)
-        resized = F.interpolate(
-            images, size=(height, width), mode="bilinear", align_corners=False, antialias=factor < 1
-        )
-        height, width = -(-height // PAD_MULTIPLE) * PAD_MULTIPLE, -(-width // PAD_MULTIPLE) * PAD_MULTIPLE
-        out = resized.new_zeros((images.shape[0], images.shape[1], height, width))
-        out[:, :, : resized.shape[-2], : resized.shape[-1]] = resized.clamp_(0, 1)
-        targets = [{**t, "boxes": t["boxes"] * factor, "scale": t["scale"] * factor} for t in targets]
-        return out, targets
+        if factor != 1:
+            batch = [_resize_item(image, target, factor) for image, target in batch]
+        return collate_detection(batch, self.pad_multiple)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset, RandomSampler, Sampler
+
+from detkit.ops.letterbox import fit_longest_side, resize_image
 
 __all__ = ["mosaic", "MosaicDataset", "MosaicSchedule"]
 
@@ -19,7 +20,8 @@ def mosaic(
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Tile four ``(image uint8 [H, W, 3], target)`` items around ``center`` on a ``size x size`` canvas.
 
-    Each image is resized by ``size / max(h, w)`` (per axis to whole pixels) and placed with its
+    Each image is resized so its longest side is ``size`` (:func:`~detkit.ops.letterbox.fit_longest_side`,
+    :func:`~detkit.ops.letterbox.resize_image`) and placed with its
     bottom-right (item 0), bottom-left (1), top-right (2) or top-left (3) corner at ``center = (cx, cy)``;
     what falls outside the canvas is cut, the rest of the canvas is 0. Boxes are scaled, shifted and
     clipped to the canvas; a box is kept if at least 1 px wide and high and ``min_visibility`` of its
@@ -31,16 +33,14 @@ def mosaic(
     canvas = np.zeros((size, size, 3), dtype=np.uint8)
     boxes, fields = [], {k: [] for k in _FIELDS}
     for k, (image, target) in enumerate(items):
-        h, w = image.shape[:2]
-        r = size / max(h, w)
-        nw, nh = max(1, round(w * r)), max(1, round(h * r))
-        resized = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR) if (nw, nh) != (w, h) else image
+        (nh, nw), (sx, sy) = fit_longest_side(*image.shape[:2], size)
+        resized = resize_image(image, nh, nw)
         x0 = cx - nw if k in (0, 2) else cx
         y0 = cy - nh if k in (0, 1) else cy
         cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x0 + nw, size), min(y0 + nh, size)  # on the canvas
         if cx1 > cx0 and cy1 > cy0:
             canvas[cy0:cy1, cx0:cx1] = resized[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]
-        factor = np.array([nw / w, nh / h, nw / w, nh / h])
+        factor = np.array([sx, sy, sx, sy])
         b = np.asarray(target["boxes"], dtype=np.float64).reshape(-1, 4) * factor + np.array([x0, y0, x0, y0])
         clipped = np.clip(b, 0, size)
         full = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
@@ -49,7 +49,7 @@ def mosaic(
         boxes.append(clipped[keep])
         for key in _FIELDS:
             values = np.asarray(target[key]).reshape(-1)[keep]
-            fields[key].append(values * (nw / w) * (nh / h) if key == "area" else values)
+            fields[key].append(values * sx * sy if key == "area" else values)
     result = {
         "boxes": np.concatenate(boxes).astype(np.float32).reshape(-1, 4),
         "labels": np.concatenate(fields["labels"]).astype(np.int64),

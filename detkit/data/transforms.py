@@ -1,8 +1,8 @@
-"""Albumentations pipelines (eval letterbox, train augmentation) and the dataset wrapper that applies them."""
+"""Per-image transforms (eval letterbox, train augmentation) and the dataset wrapper that applies them."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import albumentations as A
 import cv2
@@ -11,118 +11,194 @@ import torch
 from torch.utils.data import Dataset, get_worker_info
 
 from detkit.data.augment import AugmentationSpec, build_augmentations
-from detkit.ops.boxes import letterbox_resize
+from detkit.ops.letterbox import Letterbox, fit_longest_side, resize_image
 
-__all__ = ["eval_transforms", "train_transforms", "TransformedDataset", "LABEL_FIELDS"]
+__all__ = ["EvalTransform", "LABEL_FIELDS", "RandomLetterboxResize", "TrainTransform", "Transform", "TransformedDataset"]
 
-#: Per-box fields carried through the pipelines next to the boxes (dropped with them).
+#: Per-box fields carried through the transforms next to the boxes (dropped with them in training).
 LABEL_FIELDS = ("labels", "iscrowd", "area")
 _FIELD_DTYPES = {"labels": np.int64, "iscrowd": np.int64, "area": np.float32}
 
 
-def _bbox_params(min_visibility: float = 0.0, min_size: float = 0.0) -> A.BboxParams:
-    return A.BboxParams(
-        format="pascal_voc",
-        label_fields=list(LABEL_FIELDS),
-        min_visibility=min_visibility,
-        min_width=min_size,
-        min_height=min_size,
-        clip=True,
-        filter_invalid_bboxes=True,
-    )
+def _fields(target: dict[str, Any]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """``boxes`` float32 ``[N, 4]`` and the :data:`LABEL_FIELDS` as numpy ``[N]`` arrays."""
+    boxes = np.asarray(target["boxes"], dtype=np.float32).reshape(-1, 4)
+    return boxes, {k: np.asarray(target[k], dtype=dt).reshape(-1) for k, dt in _FIELD_DTYPES.items()}
 
 
-def eval_transforms(size: int) -> A.Compose:
-    """Letterbox: resize the longest side to ``size``, then zero-pad bottom/right to ``size x size``.
+class Transform(Protocol):
+    """What :class:`TransformedDataset` applies: ``(image, target) -> (image, target)`` in numpy.
 
-    The resized sides are rounded to whole pixels, so the exact input-pixels-per-original-pixel
-    factors differ per axis: :func:`detkit.ops.boxes.letterbox_resize` gives them, and input boxes
-    divided by them are the original boxes.
-
-    Args:
-        size: Side of the square network input.
+    The output target has ``boxes`` in the output image's pixels, the :data:`LABEL_FIELDS` and
+    ``scale`` ``(sx, sy)``; it may add ``orig_boxes``.
     """
-    if size < 1:
-        raise ValueError(f"size must be >= 1, got {size}")
-    return A.Compose(
-        [
-            A.LongestMaxSize(max_size=size),
-            A.PadIfNeeded(
-                min_height=size, min_width=size, position="top_left", border_mode=cv2.BORDER_CONSTANT, fill=0
-            ),
-        ],
-        bbox_params=_bbox_params(),
-    )
+
+    def __call__(self, image: np.ndarray, target: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]: ...
+
+    def set_random_seed(self, seed: int) -> None: ...
 
 
-def train_transforms(
-    size: int,
-    hflip_prob: float = 0.5,
-    scale_range: tuple[float, float] = (0.6, 1.4),
-    color_jitter: float = 0.2,
-    augmentations: AugmentationSpec = "default",
-) -> A.Compose:
-    """Training augmentation around the eval letterbox.
+class EvalTransform:
+    """Evaluation / prediction: the :class:`~detkit.ops.letterbox.Letterbox`, keeping every box.
 
-    Resize the longest side to ``size`` times a random factor from ``scale_range``, pad (at a random
-    position) and randomly crop to ``size x size``, then apply ``augmentations`` (a preset, by default
-    a horizontal flip and colour jitter, or a config list; see
-    :func:`~detkit.data.augment.build_augmentations`). Boxes less than 30 % visible after the
-    pipeline, or degenerate (under 1 px wide or high), are dropped.
-
-    Args:
-        size: Side of the square network input.
-        hflip_prob: Probability of a horizontal flip.
-        scale_range: ``(low, high)`` multiplier of the letterbox resize; ``(1, 1)`` disables scale jitter.
-        color_jitter: Strength of brightness / contrast / saturation jitter (hue gets a quarter of it);
-            0 disables colour jitter.
-        augmentations: ``"light"``, ``"default"``, ``"heavy"`` or a list of albumentations transforms
-            (``{"name": "Rotate", "limit": 10}`` or ``{"class_path": ..., "init_args": ...}``).
+    The output target has ``boxes`` in input pixels (``Letterbox.to_input``), the unchanged
+    :data:`LABEL_FIELDS` (``area`` stays in original pixels), ``scale`` ``(sx, sy)`` and
+    ``orig_boxes``: the reader's boxes in original pixels, row for row with ``boxes``.
     """
-    if size < 1:
-        raise ValueError(f"size must be >= 1, got {size}")
-    low, high = scale_range
-    if not 0 < low <= high:
-        raise ValueError(f"scale_range must satisfy 0 < low <= high, got {scale_range}")
-    if not 0 <= hflip_prob <= 1:
-        raise ValueError(f"hflip_prob must be in [0, 1], got {hflip_prob}")
-    if color_jitter < 0:
-        raise ValueError(f"color_jitter must be >= 0, got {color_jitter}")
-    steps: list[A.BasicTransform] = [A.LongestMaxSize(max_size=size)]
-    if (low, high) != (1.0, 1.0):
-        steps.append(A.RandomScale(scale_limit=(low - 1.0, high - 1.0), p=1.0))
-    steps += [
-        A.PadIfNeeded(min_height=size, min_width=size, position="random", border_mode=cv2.BORDER_CONSTANT, fill=0),
-        A.RandomCrop(height=size, width=size),
-    ]
-    steps += build_augmentations(augmentations, hflip_prob, color_jitter)
-    return A.Compose(steps, bbox_params=_bbox_params(min_visibility=0.3, min_size=1.0))
+
+    def __init__(self, size: int, pad_multiple: int = 32) -> None:
+        """Args:
+        size: Longest side of the resized image.
+        pad_multiple: The input square's side is ``size`` rounded up to a multiple of this.
+        """
+        self.letterbox = Letterbox(size, pad_multiple)
+
+    def __call__(self, image: np.ndarray, target: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
+        boxes, fields = _fields(target)
+        padded, scale = self.letterbox(image)
+        return padded, {"boxes": Letterbox.to_input(boxes, scale), **fields, "scale": scale, "orig_boxes": boxes.copy()}
+
+    def set_random_seed(self, seed: int) -> None:
+        """Nothing to seed: the letterbox is deterministic."""
+
+
+class RandomLetterboxResize(A.DualTransform):
+    """Resize so the longest side is ``size`` times a factor drawn uniformly from ``scale_range``.
+
+    One :func:`~detkit.ops.letterbox.resize_image` per image (sides rounded as
+    :func:`~detkit.ops.letterbox.fit_longest_side`); boxes follow through albumentations (which
+    keeps them normalised to the image). Randomness comes from albumentations' per-transform
+    generator, so ``Compose.set_random_seed`` makes it repeatable.
+    """
+
+    def __init__(self, size: int, scale_range: tuple[float, float] = (1.0, 1.0), p: float = 1.0) -> None:
+        """Args:
+        size: Longest side before the random factor.
+        scale_range: ``(low, high)`` random multiplier of ``size``; ``(1, 1)``: exactly ``size``.
+        p: Probability of applying the transform.
+        """
+        super().__init__(p=p)
+        low, high = scale_range
+        if not 0 < low <= high:
+            raise ValueError(f"scale_range must satisfy 0 < low <= high, got {scale_range}")
+        self.size = size
+        self.scale_range = (float(low), float(high))
+
+    def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+        height, width = params["shape"][:2]
+        factor = self.py_random.uniform(*self.scale_range)
+        (new_h, new_w), _ = fit_longest_side(height, width, self.size * factor)
+        return {"resized": (new_h, new_w)}
+
+    def apply(self, img: np.ndarray, resized: tuple[int, int], **params: Any) -> np.ndarray:
+        return resize_image(img, *resized)
+
+    def apply_to_bboxes(self, bboxes: np.ndarray, **params: Any) -> np.ndarray:
+        return bboxes  # normalised to the image: unchanged by a resize
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("size", "scale_range")
+
+
+class TrainTransform:
+    """Training augmentation: a random-scale letterbox crop to ``size x size``, then ``augmentations``.
+
+    Resize the longest side to ``size`` times a random factor from ``scale_range``
+    (:class:`RandomLetterboxResize`), pad (at a random position) and randomly crop to
+    ``size x size``, then apply ``augmentations`` (a preset, by default a horizontal flip and colour
+    jitter, or a config list; see :func:`~detkit.data.augment.build_augmentations`). Boxes less than
+    30 % visible after the pipeline, or degenerate (under 1 px wide or high), are dropped with their
+    fields. The output ``scale`` is the eval letterbox's ``(sx, sy)`` at ``size``.
+
+    Attributes:
+        pipeline: The albumentations ``Compose``.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        hflip_prob: float = 0.5,
+        scale_range: tuple[float, float] = (0.6, 1.4),
+        color_jitter: float = 0.2,
+        augmentations: AugmentationSpec = "default",
+    ) -> None:
+        """Build the pipeline.
+
+        Args:
+            size: Side of the square network input.
+            hflip_prob: Probability of a horizontal flip.
+            scale_range: ``(low, high)`` multiplier of the letterbox resize; ``(1, 1)`` disables scale jitter.
+            color_jitter: Strength of brightness / contrast / saturation jitter (hue gets a quarter of it);
+                0 disables colour jitter.
+            augmentations: ``"light"``, ``"default"``, ``"heavy"`` or a list of albumentations transforms
+                (``{"name": "Rotate", "limit": 10}`` or ``{"class_path": ..., "init_args": ...}``).
+
+        Raises:
+            ValueError: A bad size, probability, range, strength or augmentation entry.
+        """
+        if size < 1:
+            raise ValueError(f"size must be >= 1, got {size}")
+        if not 0 <= hflip_prob <= 1:
+            raise ValueError(f"hflip_prob must be in [0, 1], got {hflip_prob}")
+        if color_jitter < 0:
+            raise ValueError(f"color_jitter must be >= 0, got {color_jitter}")
+        self.size = int(size)
+        steps: list[A.BasicTransform] = [
+            RandomLetterboxResize(size, tuple(scale_range)),
+            A.PadIfNeeded(min_height=size, min_width=size, position="random", border_mode=cv2.BORDER_CONSTANT, fill=0),
+            A.RandomCrop(height=size, width=size),
+            *build_augmentations(augmentations, hflip_prob, color_jitter),
+        ]
+        bbox_params = A.BboxParams(
+            format="pascal_voc",
+            label_fields=list(LABEL_FIELDS),
+            min_visibility=0.3,
+            min_width=1.0,
+            min_height=1.0,
+            clip=True,
+            filter_invalid_bboxes=True,
+        )
+        self.pipeline = A.Compose(steps, bbox_params=bbox_params)
+
+    def __call__(self, image: np.ndarray, target: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
+        boxes, fields = _fields(target)
+        out = self.pipeline(image=image, bboxes=boxes, **fields)
+        result = {
+            "boxes": np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4),
+            **{k: np.asarray(out[k], dtype=dt).reshape(-1) for k, dt in _FIELD_DTYPES.items()},
+            "scale": fit_longest_side(*image.shape[:2], self.size)[1],
+        }
+        return out["image"], result
+
+    def set_random_seed(self, seed: int) -> None:
+        """Reseed the pipeline's random generators."""
+        self.pipeline.set_random_seed(seed)
 
 
 class TransformedDataset(Dataset):
-    """Apply an albumentations pipeline to a detection dataset and convert items to tensors.
+    """Apply a :class:`Transform` to a reader's items and convert them to tensors.
 
     Items become ``(image FloatTensor[3, H, W] in [0, 1], target)`` with torch ``boxes`` float32
     ``[N, 4]`` xyxy in transformed pixels, ``labels`` / ``iscrowd`` int64 ``[N]``, ``area`` float32
-    ``[N]`` (original pixels), ``orig_size`` int64 ``[2]`` (h, w before transforms), ``scale``
-    float32 ``[2]``, the eval letterbox's exact ``(x, y)`` factors (see
-    :func:`detkit.ops.boxes.letterbox_resize`), ``image_id`` and ``file_name``.
+    ``[N]`` (original pixels), ``orig_size`` int64 ``[2]`` (h, w before the transform), ``scale``
+    float32 ``[2]`` (the letterbox's exact ``(sx, sy)``), ``image_id``, ``file_name``, and with
+    :class:`EvalTransform` ``orig_boxes`` float32 ``[N, 4]`` (original pixels, same rows as ``boxes``).
 
-    The pipeline's random state is reseeded from torch in each DataLoader worker (and once in the
+    The transform's random state is reseeded from torch in each DataLoader worker (and once in the
     main process), so workers do not repeat each other and ``seed_everything`` makes runs repeatable.
+
+    Attributes:
+        dataset: The wrapped reader (``dataset[i]`` is the untransformed item).
+        transform: The transform.
     """
 
-    def __init__(self, dataset: Dataset, transforms: A.Compose, size: int) -> None:
-        """Wrap ``dataset``.
-
-        Args:
-            dataset: Dataset of ``(image uint8 [H, W, 3], target)`` items with numpy/torch per-box fields.
-            transforms: Pipeline from :func:`eval_transforms` or :func:`train_transforms`.
-            size: Input size the pipeline letterboxes to (defines ``scale``).
+    def __init__(self, dataset: Dataset, transform: Transform) -> None:
+        """Args:
+        dataset: Dataset of ``(image uint8 [H, W, 3], target)`` items with numpy/torch per-box fields.
+        transform: :class:`EvalTransform`, :class:`TrainTransform` or another :class:`Transform`.
         """
         self.dataset = dataset
-        self.transforms = transforms
-        self.size = size
+        self.transform = transform
         self._seeded_for: int | None = None
 
     def __len__(self) -> int:
@@ -132,23 +208,23 @@ class TransformedDataset(Dataset):
         info = get_worker_info()
         seed = info.seed if info is not None else torch.initial_seed()
         if seed != self._seeded_for:
-            self.transforms.set_random_seed(int(seed % 2**32))
+            self.transform.set_random_seed(int(seed % 2**32))
             self._seeded_for = seed
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
         image, target = self.dataset[index]
         self._reseed()
         height, width = image.shape[:2]
-        fields = {k: np.asarray(target[k], dtype=dt).reshape(-1) for k, dt in _FIELD_DTYPES.items()}
-        boxes = np.asarray(target["boxes"], dtype=np.float32).reshape(-1, 4)
-        out = self.transforms(image=image, bboxes=boxes, **fields)
+        out_image, out = self.transform(image, target)
         result: dict[str, Any] = {
-            "boxes": torch.as_tensor(np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4)),
+            "boxes": torch.as_tensor(np.asarray(out["boxes"], dtype=np.float32).reshape(-1, 4)),
             **{k: torch.as_tensor(np.asarray(out[k], dtype=dt).reshape(-1)) for k, dt in _FIELD_DTYPES.items()},
             "image_id": int(target["image_id"]),
             "file_name": str(target["file_name"]),
             "orig_size": torch.tensor([height, width], dtype=torch.int64),
-            "scale": torch.tensor(letterbox_resize((height, width), self.size)[1], dtype=torch.float32),
+            "scale": torch.tensor(out["scale"], dtype=torch.float32),
         }
-        tensor = torch.from_numpy(np.ascontiguousarray(out["image"]).transpose(2, 0, 1).copy()).float().div_(255.0)
+        if "orig_boxes" in out:
+            result["orig_boxes"] = torch.as_tensor(np.asarray(out["orig_boxes"], dtype=np.float32).reshape(-1, 4))
+        tensor = torch.from_numpy(np.ascontiguousarray(out_image).transpose(2, 0, 1).copy()).float().div_(255.0)
         return tensor, result

@@ -1,4 +1,4 @@
-"""COCO-style evaluation: exact numpy COCOeval, torchmetrics mAP wiring, COCO json conversion, reports."""
+"""COCO-style evaluation: the exact numpy COCOeval, its torchmetrics wrapper, COCO json conversion, reports."""
 
 from __future__ import annotations
 
@@ -6,12 +6,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from detkit.evaluation.cocoeval import COCO_STAT_NAMES, CocoEvalResult, evaluate_coco
-from detkit.evaluation.cocojson import load_ground_truth, load_results
+from detkit.evaluation.cocojson import GroundTruth, Results, load_ground_truth, load_results
 
 __all__ = [
     "COCO_STAT_NAMES",
     "CocoEvalResult",
-    "DetectionEvaluator",
+    "CocoEvaluator",
+    "GroundTruth",
+    "Results",
     "coco_json_to_tensors",
     "evaluate_coco",
     "load_ground_truth",
@@ -19,11 +21,11 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from detkit.evaluation.coco import DetectionEvaluator, coco_json_to_tensors
+    from detkit.evaluation.metric import CocoEvaluator, coco_json_to_tensors
 
 # Names that need torch / torchmetrics, imported on first use so that ``detkit evaluate --gt --dt``
 # (numpy only) starts fast.
-_LAZY = {"DetectionEvaluator": "detkit.evaluation.coco", "coco_json_to_tensors": "detkit.evaluation.coco"}
+_LAZY = {"CocoEvaluator": "detkit.evaluation.metric", "coco_json_to_tensors": "detkit.evaluation.metric"}
 
 
 def __getattr__(name: str) -> Any:

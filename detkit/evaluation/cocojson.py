@@ -38,6 +38,8 @@ __all__ = [
     "load_results",
     "targets_to_coco",
     "detections_to_coco",
+    "ground_truth_to_coco",
+    "results_to_coco",
 ]
 
 
@@ -255,3 +257,29 @@ def detections_to_coco(
         for box, cat, score in zip(_xywh(det["boxes"]), cats, scores):
             out.append({"image_id": int(image_id), "category_id": int(cat), "bbox": box, "score": score})
     return out
+
+
+def ground_truth_to_coco(gt: GroundTruth) -> dict[str, Any]:
+    """:class:`GroundTruth` -> a COCO instances json dict (annotation ids ``1..G`` in row order);
+    :func:`load_ground_truth` of it gives ``gt`` back."""
+    ids = gt.image_ids[gt.image].tolist()
+    cats = gt.category_ids[gt.category].tolist()
+    annotations = [
+        {"id": n, "image_id": i, "category_id": c, "bbox": b, "area": a, "iscrowd": int(z)}
+        for n, (i, c, b, a, z) in enumerate(zip(ids, cats, gt.boxes.tolist(), gt.area.tolist(), gt.iscrowd.tolist()), 1)
+    ]
+    return {
+        "images": [{"id": i} for i in gt.image_ids.tolist()],
+        "annotations": annotations,
+        "categories": [{"id": c, "name": n} for c, n in zip(gt.category_ids.tolist(), gt.category_names)],
+    }
+
+
+def results_to_coco(dt: Results, gt: GroundTruth) -> list[dict[str, Any]]:
+    """:class:`Results` of ``gt`` -> a COCO results list; :func:`load_results` of it gives ``dt`` back."""
+    ids = gt.image_ids[dt.image].tolist()
+    cats = gt.category_ids[dt.category].tolist()
+    return [
+        {"image_id": i, "category_id": c, "bbox": b, "score": s}
+        for i, c, b, s in zip(ids, cats, dt.boxes.tolist(), dt.scores.tolist())
+    ]

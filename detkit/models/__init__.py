@@ -1,6 +1,5 @@
-"""Plain-PyTorch detection models: backbones, FPN, FCOS head, assigner, losses and the Detector."""
+"""Plain-PyTorch detection models: backbones, necks, dense heads and the composed Detector (no Lightning)."""
 
-from detkit.models.assigner import FCOSAssigner
 from detkit.models.backbones import (
     Backbone,
     FeatureInfo,
@@ -9,24 +8,33 @@ from detkit.models.backbones import (
     ResNetBackbone,
 )
 from detkit.models.detector import Detector
-from detkit.models.fpn import FPN
-from detkit.models.head import FCOSHead, make_points
+from detkit.models.heads import (
+    DenseHead,
+    FCOSAssigner,
+    FCOSDecoder,
+    FCOSHead,
+    FCOSLoss,
+    batch_targets,
+    make_points,
+)
 from detkit.models.layers import ConvNormAct
-from detkit.models.losses import FCOSLoss
-from detkit.models.postprocess import PostProcess
+from detkit.models.necks import FPN, Neck
 
 __all__ = [
     "Backbone",
     "ConvNormAct",
+    "DenseHead",
     "Detector",
     "FCOSAssigner",
+    "FCOSDecoder",
     "FCOSHead",
     "FCOSLoss",
     "FPN",
     "FeatureInfo",
     "MobileNetV3Backbone",
+    "Neck",
     "PlainConvBackbone",
-    "PostProcess",
     "ResNetBackbone",
+    "batch_targets",
     "make_points",
 ]

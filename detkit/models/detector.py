@@ -1,91 +1,60 @@
-"""The detector: backbone -> FPN -> FCOS head, with training loss and inference post-processing."""
+"""The detector: backbone -> neck -> dense head, with input normalisation and padding to the largest stride."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pad_sequence
 
-from detkit.models.assigner import FCOSAssigner
 from detkit.models.backbones import Backbone, FeatureInfo
-from detkit.models.fpn import FPN
-from detkit.models.head import FCOSHead, make_points
-from detkit.models.layers import ActivationName, NormName
-from detkit.models.losses import FCOSLoss
-from detkit.models.postprocess import PostProcess
+from detkit.models.heads.base import DenseHead
+from detkit.models.necks.base import Neck
 from detkit.types import Detections, Target
 
 __all__ = ["Detector"]
 
 
 class Detector(nn.Module):
-    """FCOS-style anchor-free detector over any :class:`Backbone`.
+    """A dense detector composed of a backbone, a neck and a head, each passed in.
 
-    Images enter as ``FloatTensor[B, 3, H, W]`` in ``[0, 1]`` (H, W multiples of the coarsest
-    stride); mean/std normalisation happens inside. Boxes are xyxy in input pixels throughout.
+    Images enter as ``FloatTensor[B, 3, H, W]`` in ``[0, 1]``; they are zero-padded bottom/right to
+    a multiple of :attr:`stride` when needed, then mean/std normalised. Boxes are xyxy in input
+    pixels throughout; detections are clipped to the unpadded ``(H, W)``.
+
+    In Python, give the neck and head as factories, e.g.
+    ``Detector(3, PlainConvBackbone(), neck=partial(FPN, out_channels=64), head=partial(FCOSHead, num_convs=2))``;
+    in YAML, as ``class_path`` blocks without their first arguments.
     """
 
     def __init__(
         self,
         num_classes: int,
         backbone: Backbone,
-        # FPN
-        fpn_channels: int = 256,
-        fpn_extra_levels: Literal[0, 1, 2] = 2,
-        # Head
-        head_convs: int = 4,
-        head_kernel_size: int = 3,
-        head_norm: NormName = "group",
-        head_activation: ActivationName = "relu",
-        quality: Literal["centerness", "iou"] = "centerness",
-        prior_prob: float = 0.01,
-        # Target assignment
-        center_sampling_radius: float = 1.5,
-        size_multiplier: float = 8.0,
-        # Loss
-        focal_alpha: float = 0.25,
-        focal_gamma: float = 2.0,
-        box_weight: float = 1.0,
-        quality_weight: float = 1.0,
-        # Post-processing
-        score_threshold: float = 0.05,
-        topk_per_level: int = 1000,
-        nms_iou: float = 0.6,
-        max_detections: int = 100,
+        neck: Callable[[Sequence[FeatureInfo]], Neck],
+        head: Callable[[Sequence[FeatureInfo], int], DenseHead],
         # Input normalisation
         image_mean: Sequence[float] = (0.485, 0.456, 0.406),
         image_std: Sequence[float] = (0.229, 0.224, 0.225),
-        # Memory layout
+        # Input size and memory layout
+        pad_to_stride: bool = True,
         channels_last: bool = True,
     ) -> None:
         """Build the detector.
 
         Args:
             num_classes: Number of foreground classes (contiguous labels ``0 .. num_classes-1``).
-            backbone: Feature extractor; its ``feature_info`` sizes the FPN.
-            fpn_channels: Channels of every pyramid level and of the head towers.
-            fpn_extra_levels: Extra stride-2 levels above the backbone's coarsest (0, 1 or 2).
-            head_convs: Convolutions in each head tower (classification and box).
-            head_kernel_size: Kernel size of the head convolutions.
-            head_norm: Normalisation in the head towers.
-            head_activation: Activation in the head towers.
-            quality: Quality branch target, ``"centerness"`` (FCOS) or ``"iou"`` of the predicted box.
-            prior_prob: Initial foreground probability of the classifier.
-            center_sampling_radius: Positives lie within ``radius * stride`` of a box centre (0 = anywhere inside).
-            size_multiplier: Level of stride ``s`` regresses boxes with ``max(ltrb)`` in ``(s*m/2, s*m]``.
-            focal_alpha: Focal-loss positive weight.
-            focal_gamma: Focal-loss focusing exponent.
-            box_weight: Weight of the GIoU loss.
-            quality_weight: Weight of the quality BCE loss.
-            score_threshold: Minimum detection score at inference.
-            topk_per_level: Candidates kept per pyramid level before NMS.
-            nms_iou: Class-aware NMS IoU threshold.
-            max_detections: Detections kept per image.
+            backbone: Feature extractor; its ``feature_info`` builds the neck.
+            neck: Builds the neck from the backbone's ``feature_info`` (e.g. :class:`~detkit.models.FPN`);
+                a :class:`~detkit.models.Neck`, declaring its outputs in its own ``feature_info``.
+            head: Builds the head from the neck's ``feature_info`` and ``num_classes`` (e.g.
+                :class:`~detkit.models.FCOSHead`); a :class:`~detkit.models.DenseHead`.
             image_mean: Per-channel mean subtracted from ``[0, 1]`` images.
             image_std: Per-channel std images are divided by.
+            pad_to_stride: Zero-pad images whose height or width is not a multiple of the largest
+                stride (no-op when aligned). ``False`` runs them as they are (maps of ``ceil(H / s)``
+                cells, as format-1 checkpoints did).
             channels_last: Keep weights and activations in NHWC (``torch.channels_last``), which
                 oneDNN on CPUs and cuDNN with mixed precision run faster.
         """
@@ -98,75 +67,61 @@ class Detector(nn.Module):
             raise ValueError(f"backbone {type(backbone).__name__} declares no feature_info")
         self.num_classes = num_classes
         self.backbone = backbone
-        self.fpn = FPN(backbone.feature_info, out_channels=fpn_channels, extra_levels=fpn_extra_levels)
-        self.strides = [f.stride for f in self.fpn.feature_info]
-        self.head = FCOSHead(
-            fpn_channels,
-            num_classes,
-            num_convs=head_convs,
-            kernel_size=head_kernel_size,
-            norm=head_norm,
-            activation=head_activation,
-            prior_prob=prior_prob,
-            quality=quality,
-            strides=self.strides,
-        )
-        self.assigner = FCOSAssigner(center_sampling_radius=center_sampling_radius, size_multiplier=size_multiplier)
-        self.criterion = FCOSLoss(
-            focal_alpha=focal_alpha,
-            focal_gamma=focal_gamma,
-            box_weight=box_weight,
-            quality_weight=quality_weight,
-            quality=quality,
-        )
-        self.postprocess = PostProcess(
-            score_threshold=score_threshold,
-            topk_per_level=topk_per_level,
-            nms_iou=nms_iou,
-            max_detections=max_detections,
-        )
+        self.neck = neck(list(backbone.feature_info))
+        if not isinstance(self.neck, Neck) or not getattr(self.neck, "feature_info", None):
+            raise ValueError(f"neck must be a Neck that declares feature_info, got {type(self.neck).__name__}")
+        self.head = head(list(self.neck.feature_info), num_classes)
+        if not isinstance(self.head, DenseHead):
+            raise ValueError(f"head must be a DenseHead, got {type(self.head).__name__}")
         # (1, 3, 1, 1) buffers: follow .to(device) but stay out of checkpoints.
         mean = torch.tensor(image_mean, dtype=torch.float32).view(1, 3, 1, 1)
         std = torch.tensor(image_std, dtype=torch.float32).view(1, 3, 1, 1)
         self.register_buffer("image_mean", mean, persistent=False)
         self.register_buffer("image_std", std, persistent=False)
+        self.pad_to_stride = pad_to_stride
         self.channels_last = channels_last
         if channels_last:
             self.to(memory_format=torch.channels_last)
 
     @property
     def feature_info(self) -> list[FeatureInfo]:
-        """Channels and strides of the pyramid levels the head sees."""
-        return self.fpn.feature_info
+        """Channels and strides of the pyramid levels the head sees (the neck's outputs)."""
+        return list(self.neck.feature_info)
+
+    @property
+    def strides(self) -> list[int]:
+        """Stride of each pyramid level, increasing."""
+        return [f.stride for f in self.neck.feature_info]
+
+    @property
+    def stride(self) -> int:
+        """The largest stride: inputs whose sides are multiples of it need no padding."""
+        return max(self.strides)
+
+    def pad(self, images: Tensor) -> Tensor:
+        """Zero-pad ``(B, 3, H, W)`` bottom/right to multiples of :attr:`stride` (no-op when aligned)."""
+        height, width = images.shape[-2:]
+        pad_h, pad_w = -height % self.stride, -width % self.stride
+        if not self.pad_to_stride or (pad_h == 0 and pad_w == 0):
+            return images
+        return F.pad(images, (0, pad_w, 0, pad_h))
 
     def feature_maps(self, images: Tensor) -> list[Tensor]:
-        """``(B, 3, H, W)`` images in ``[0, 1]`` -> FPN maps ``(B, C, H/s, W/s)`` per level."""
+        """``(B, 3, H, W)`` images in ``[0, 1]`` -> neck maps ``(B, C, H'/s, W'/s)`` per level.
+
+        ``H', W'`` are the padded sizes (see :meth:`pad`).
+        """
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
-        x = (images - self.image_mean.to(images.dtype)) / self.image_std.to(images.dtype)
+        x = self.pad(images)
+        x = (x - self.image_mean.to(x.dtype)) / self.image_std.to(x.dtype)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.fpn(self.backbone(x))
+        return self.neck(self.backbone(x))
 
     def forward(self, images: Tensor) -> dict[str, Tensor]:
-        """Raw head outputs for ``(B, 3, H, W)`` images in ``[0, 1]``.
-
-        Returns:
-            ``cls_logits (B, P, K)``, ``ltrb (B, P, 4)`` pixels, ``quality_logits (B, P)``,
-            ``points (P, 2)`` and ``point_strides (P,)``.
-        """
-        features = self.feature_maps(images)
-        cls_logits, ltrb, quality_logits = self.head(features)
-        points, point_strides = make_points(
-            [tuple(f.shape[-2:]) for f in features], self.strides, device=images.device, dtype=torch.float32
-        )
-        return {
-            "cls_logits": cls_logits,
-            "ltrb": ltrb,
-            "quality_logits": quality_logits,
-            "points": points,
-            "point_strides": point_strides,
-        }
+        """Raw head outputs for ``(B, 3, H, W)`` images in ``[0, 1]`` (keys depend on the head)."""
+        return self.head(self.feature_maps(images))
 
     def loss(self, images: Tensor, targets: Sequence[Target]) -> dict[str, Tensor]:
         """Training losses for a batch.
@@ -177,51 +132,20 @@ class Detector(nn.Module):
                 optionally ``iscrowd [N]`` (crowd boxes never become positives).
 
         Returns:
-            ``{"loss", "loss_cls", "loss_box", "loss_quality"}`` scalar tensors.
+            The head's losses, ``"loss"`` the total (FCOS: ``loss_cls``, ``loss_box``, ``loss_quality``).
         """
         if len(targets) != images.shape[0]:
             raise ValueError(f"got {images.shape[0]} images but {len(targets)} targets")
-        return self.loss_from_outputs(self(images), targets)
-
-    def loss_from_outputs(self, out: dict[str, Tensor], targets: Sequence[Target]) -> dict[str, Tensor]:
-        """Losses from the raw outputs of :meth:`forward` (see :meth:`loss`)."""
-        device = out["cls_logits"].device
-        boxes = [t["boxes"].to(device=device, dtype=torch.float32).reshape(-1, 4) for t in targets]
-        labels = [t["labels"].to(device=device, dtype=torch.int64).reshape(-1) for t in targets]
-        keep = [
-            (t["iscrowd"].to(device).reshape(-1) == 0) if "iscrowd" in t else torch.ones_like(lab, dtype=torch.bool)
-            for t, lab in zip(targets, labels)
-        ]
-        gt_boxes = pad_sequence(boxes, batch_first=True)  # (B, M, 4)
-        gt_labels = pad_sequence(labels, batch_first=True, padding_value=-1)  # (B, M)
-        gt_valid = pad_sequence(keep, batch_first=True, padding_value=False)  # (B, M)
-        assigned_labels, matched_boxes = self.assigner(
-            out["points"], out["point_strides"], gt_boxes, gt_labels, gt_valid
-        )
-        return self.criterion(
-            out["cls_logits"], out["ltrb"], out["quality_logits"], out["points"], assigned_labels, matched_boxes
-        )
+        return self.head.loss(self(images), targets)
 
     @torch.no_grad()
     def loss_and_predict(self, images: Tensor, targets: Sequence[Target]) -> tuple[dict[str, Tensor], list[Detections]]:
         """Losses and detections (input pixels) from one forward pass, for validation."""
-        out = self(images)
-        detections = self.detections_from_outputs(out, (images.shape[-2], images.shape[-1]))
-        return self.loss_from_outputs(out, targets), detections
-
-    def detections_from_outputs(
-        self, out: dict[str, Tensor], image_size: tuple[int, int], score_threshold: float | None = None
-    ) -> list[Detections]:
-        """Post-process the raw outputs of :meth:`forward` into detections in input pixels."""
-        return self.postprocess(
-            out["cls_logits"],
-            out["ltrb"],
-            out["quality_logits"],
-            out["points"],
-            out["point_strides"],
-            image_size=image_size,
-            score_threshold=score_threshold,
-        )
+        if len(targets) != images.shape[0]:
+            raise ValueError(f"got {images.shape[0]} images but {len(targets)} targets")
+        outputs = self(images)
+        detections = self.head.predict(outputs, (images.shape[-2], images.shape[-1]))
+        return self.head.loss(outputs, targets), detections
 
     @torch.no_grad()
     def predict_batch(self, images: Tensor, score_threshold: float | None = None) -> list[Detections]:
@@ -229,12 +153,16 @@ class Detector(nn.Module):
 
         Args:
             images: The batch.
-            score_threshold: Overrides the configured score threshold when given.
+            score_threshold: Overrides the head's configured score threshold when given.
+
+        Returns:
+            One :class:`~detkit.types.Detections` per image, boxes clipped to ``(H, W)``, with the
+            ``point_index`` and ``level`` each detection came from.
         """
         was_training = self.training
         self.eval()
         try:
-            out = self(images)
+            outputs = self(images)
         finally:
             self.train(was_training)
-        return self.detections_from_outputs(out, (images.shape[-2], images.shape[-1]), score_threshold)
+        return self.head.predict(outputs, (images.shape[-2], images.shape[-1]), score_threshold)

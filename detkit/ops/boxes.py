@@ -1,4 +1,7 @@
-"""Box operations: the one place where boxes change encoding (thin wrappers over torchvision.ops)."""
+"""Box operations: the one place where boxes change encoding (thin wrappers over torchvision.ops).
+
+The letterbox mapping between original and input pixels lives in :mod:`detkit.ops.letterbox`.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +13,6 @@ __all__ = [
     "clip_boxes",
     "xyxy_to_cxcywh",
     "cxcywh_to_xyxy",
-    "letterbox_scale",
-    "letterbox_resize",
-    "unletterbox_boxes",
     "encode_ltrb",
     "decode_ltrb",
     "box_area",
@@ -43,36 +43,6 @@ def xyxy_to_cxcywh(boxes: Tensor) -> Tensor:
 def cxcywh_to_xyxy(boxes: Tensor) -> Tensor:
     """``[..., 4]`` centre x, centre y, width, height -> ``[..., 4]`` xyxy."""
     return box_convert(boxes, "cxcywh", "xyxy")
-
-
-def letterbox_scale(orig_size: tuple[int, int], input_size: int) -> float:
-    """Scale that fits an image of ``orig_size = (h, w)`` inside an ``input_size`` square."""
-    return float(input_size) / float(max(orig_size))
-
-
-def letterbox_resize(orig_size: tuple[int, int], input_size: int) -> tuple[tuple[int, int], tuple[float, float]]:
-    """Resized ``(height, width)`` of the letterbox and its exact per-axis ``(x, y)`` scale.
-
-    The sides are ``round(side * letterbox_scale)`` (as albumentations' ``LongestMaxSize`` rounds
-    them), so the factor actually applied differs per axis by up to half a pixel over the side;
-    ``(new_w / w, new_h / h)`` maps boxes back without that error.
-    """
-    h, w = orig_size
-    factor = letterbox_scale(orig_size, input_size)
-    new_h, new_w = max(1, round(h * factor)), max(1, round(w * factor))
-    return (new_h, new_w), (new_w / w, new_h / h)
-
-
-def unletterbox_boxes(boxes: Tensor, scale: Tensor | float, orig_size: tuple[int, int] | Tensor) -> Tensor:
-    """Map ``[N, 4]`` boxes from a top-left letterboxed input back to original pixels.
-
-    The letterbox resizes by ``scale`` (a number, or ``(x, y)`` factors as a ``[2]`` tensor) and pads
-    on the right and bottom only, so the inverse is a division followed by a clip to the original
-    ``(height, width)``.
-    """
-    if isinstance(scale, Tensor) and scale.numel() == 2:
-        scale = scale.to(boxes.dtype).repeat(2)  # (sx, sy) -> (sx, sy, sx, sy)
-    return clip_boxes(boxes / scale, orig_size)
 
 
 def encode_ltrb(points: Tensor, boxes: Tensor) -> Tensor:

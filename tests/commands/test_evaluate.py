@@ -62,36 +62,51 @@ TINY_DETECTOR = {
     "class_path": "detkit.models.Detector",
     "init_args": {
         "backbone": {"class_path": "detkit.models.PlainConvBackbone", "init_args": {"widths": [8, 8, 16, 16, 16]}},
-        "fpn_channels": 16,
-        "fpn_extra_levels": 0,
-        "head_convs": 1,
+        "neck": {"class_path": "detkit.models.FPN", "init_args": {"out_channels": 16, "extra_levels": 0}},
+        "head": {"class_path": "detkit.models.FCOSHead", "init_args": {"num_convs": 1}},
     },
 }
+
+
+def _shapes(num_images: int, seed: int) -> dict:
+    return {"class_path": "detkit.data.ShapesReader", "init_args": {"num_images": num_images, "seed": seed}}
+
+
+def _confident_checkpoint(path: Path, class_names: list[str], input_size: int) -> None:
+    """A tiny untrained detector whose head is biased towards confident boxes, saved as a checkpoint
+    that both ``detkit test`` (Lightning) and ``load_detector`` read."""
+    import lightning
+
+    from detkit.module import DetectionModule
+
+    torch.manual_seed(0)
+    module = DetectionModule.from_config(
+        {"detector": TINY_DETECTOR, "num_classes": len(class_names), "class_names": class_names, "input_size": input_size}
+    )
+    with torch.no_grad():
+        for name, p in module.detector.named_parameters():
+            if "cls" in name and name.endswith("bias"):
+                p.fill_(2.0)
+    checkpoint: dict = {"state_dict": module.state_dict(), "pytorch-lightning_version": lightning.__version__}
+    module.on_save_checkpoint(checkpoint)
+    torch.save(checkpoint, path)
 
 
 def test_checkpoint_path_writes_results_pycocotools_reads(capsys, tmp_path):
     from detkit.module import DetectionModule
 
     torch.manual_seed(0)
-    module = DetectionModule.from_config({"detector": TINY_DETECTOR, "num_classes": 3, "class_names": ["circle", "square", "triangle"]})
-    with torch.no_grad():  # a head biased towards confident boxes, so an untrained model still detects
-        for name, p in module.detector.named_parameters():
-            if "cls" in name and name.endswith("bias"):
-                p.fill_(2.0)
-    checkpoint: dict = {"state_dict": module.state_dict()}
-    module.on_save_checkpoint(checkpoint)
-    checkpoint["detkit"]["input_size"] = 64
     ckpt = tmp_path / "tiny.ckpt"
-    torch.save(checkpoint, ckpt)
+    _confident_checkpoint(ckpt, ["circle", "square", "triangle"], input_size=64)
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({
         "trainer": {"max_epochs": 1},  # ignored: only data: is read
         "model": {"detector": TINY_DETECTOR},
-        "data": {"class_path": "detkit.data.ShapesDataModule",
-                 "init_args": {"num_train": 1, "num_val": 1, "num_test": 8, "input_size": 64, "batch_size": 2, "num_workers": 0}},
+        "data": {"train": _shapes(1, 0), "val": _shapes(1, 1), "test": _shapes(8, 2),
+                 "input_size": 64, "batch_size": 2, "num_workers": 0},
     }))  # fmt: skip
     out = tmp_path / "report"
-    argv = ["--ckpt_path", str(ckpt), "--config", str(config), "--data.init_args.num_test", "5", "--out", str(out)]
+    argv = ["--ckpt_path", str(ckpt), "--config", str(config), "--data.test.init_args.num_images", "5", "--out", str(out)]
     assert main(argv) == 0, capsys.readouterr().err
     stats = json.loads(capsys.readouterr().out)
     assert list(stats) == STAT_NAMES
@@ -101,3 +116,61 @@ def test_checkpoint_path_writes_results_pycocotools_reads(capsys, tmp_path):
     assert [c["id"] for c in ground_truth["categories"]] == [1, 2, 3]  # label + 1
     assert detections and {d["category_id"] for d in detections} <= {1, 2, 3}
     assert [stats[k] for k in STAT_NAMES] == pytest.approx(_pycocotools(out / "ground_truth.json", out / "detections.json"), abs=1e-12)
+
+
+def _coco_crossing_border(root: Path) -> tuple[Path, Path]:
+    """Six noisy images whose boxes reach past the image border (the reader clips them)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    images, annotations = [], []
+    (root / "images").mkdir(parents=True)
+    for i in range(6):
+        w, h = (90, 60) if i % 2 else (50, 70)
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(root / "images" / f"{i}.png")
+        images.append({"id": 10 + i, "file_name": f"{i}.png", "width": w, "height": h})
+        for k, (x, y, bw, bh) in enumerate([(-8.0, 5.0, 40.0, 30.0), (w - 20.0, h - 25.0, 35.0, 40.0), (3.0, 2.0, w - 1.0, h + 9.0)]):
+            annotations.append({"id": 100 * i + k, "image_id": 10 + i, "category_id": 7 if k % 2 else 3,
+                                "bbox": [x, y, bw, bh], "area": bw * bh, "iscrowd": 0})  # fmt: skip
+    categories = [{"id": 3, "name": "thing"}, {"id": 7, "name": "stuff"}]
+    ann = root / "instances.json"
+    ann.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
+    return root / "images", ann
+
+
+def test_detkit_test_and_evaluate_checkpoint_agree_on_boxes_crossing_the_border(capsys, tmp_path):
+    """One checkpoint, one mAP: `detkit test` and `detkit evaluate --ckpt_path` score the same ground
+    truth (the reader's clipped boxes) with the same evaluator, at the checkpoint's input size."""
+    from detkit.cli import build_cli
+
+    images, ann = _coco_crossing_border(tmp_path / "coco")
+    reader = {"class_path": "detkit.data.CocoReader", "init_args": {"images": str(images), "annotations": str(ann)}}
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "seed_everything": 0,
+        "trainer": {"logger": False, "enable_progress_bar": False, "enable_model_summary": False, "callbacks": []},
+        "model": {"detector": TINY_DETECTOR, "warmup_steps": 0,
+                  "optimizer": {"class_path": "torch.optim.AdamW", "init_args": {"lr": 0.01}}},
+        # the config says 64; the checkpoint is trained at 96, which `detkit test` is told and evaluate reads
+        "data": {"train": reader, "val": reader, "input_size": 64, "batch_size": 6, "num_workers": 0,
+                 "augmentations": "light", "scale_range": [1.0, 1.0]},
+    }))  # fmt: skip
+    run = ["--config", str(config), "--data.input_size", "96", "--trainer.default_root_dir", str(tmp_path / "run")]
+    with pytest.warns(UserWarning, match="clipped"):
+        build_cli(["fit", *run, "--trainer.max_steps", "80", "--trainer.check_val_every_n_epoch", "100"])
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    cli = build_cli(["test", *run, "--ckpt_path", str(ckpt)])
+    logged = {k.removeprefix("test/"): float(v) for k, v in cli.trainer.logged_metrics.items() if k.startswith("test/")}
+    assert logged["num_images"] == 6
+
+    capsys.readouterr()
+    assert main(["--ckpt_path", str(ckpt), "--config", str(config), "--out", str(tmp_path / "report")]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["map"] > 0.01 and stats["map_50"] > 0.05, stats  # not a trivial 0 == 0
+    for name in STAT_NAMES:
+        assert stats[name] == pytest.approx(logged[name], abs=1e-6), name
+    scored = json.loads((tmp_path / "report" / "ground_truth.json").read_text())
+    boxes = [a["bbox"] for a in scored["annotations"]]
+    assert len(boxes) == 18 and min(min(b[:2]) for b in boxes) >= 0  # clipped, none dropped
+    assert {c["id"] for c in scored["categories"]} == {3, 7}  # the dataset's own category ids

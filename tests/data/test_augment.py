@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from detkit.data.augment import build_augmentations, resolve_transform
-from detkit.data.transforms import TransformedDataset, train_transforms
+from detkit.data.transforms import TrainTransform, TransformedDataset
 
 
 def _run(augmentations: list[dict], box: list[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -18,8 +18,8 @@ def _run(augmentations: list[dict], box: list[float]) -> tuple[np.ndarray, np.nd
     image[y1:y2, x1:x2] = 255
     target = {"boxes": np.asarray([box], dtype=np.float32), "labels": np.array([1]), "iscrowd": np.array([0]),
               "area": np.array([5.0], dtype=np.float32), "image_id": 0, "file_name": "x"}  # fmt: skip
-    transforms = train_transforms(100, scale_range=(1.0, 1.0), augmentations=augmentations)
-    out, result = TransformedDataset([(image, target)], transforms, 100)[0]
+    transform = TrainTransform(100, scale_range=(1.0, 1.0), augmentations=augmentations)
+    out, result = TransformedDataset([(image, target)], transform)[0]
     return (out[0] * 255).round().numpy(), result["boxes"].numpy()
 
 
@@ -89,7 +89,7 @@ def test_list_error_names_its_position() -> None:
     with pytest.raises(ValueError, match=r"augmentations\[1\] \(Nope\)"):
         build_augmentations([{"name": "HorizontalFlip"}, {"name": "Nope"}])
     with pytest.raises(ValueError, match=r"augmentations\[0\]"):
-        train_transforms(64, augmentations=[{"name": "Rotate", "bad": 1}])
+        TrainTransform(64, augmentations=[{"name": "Rotate", "bad": 1}])
 
 
 def test_config_pipeline_follows_torch_seed() -> None:

@@ -11,15 +11,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from detkit.data import CocoDetection, ImageReadError, VocDetection, YoloDetection
+from detkit.data import CocoReader, ImageReadError, VocReader, YoloReader
 from detkit.data.check import check_dataset, plot_reports
 
 NAMES = ["cat", "dog"]
 
 
-def _yolo(write_yolo, tmp_path: Path, labels: dict[str, str], images: dict | None = None, **kwargs) -> YoloDetection:
+def _yolo(write_yolo, tmp_path: Path, labels: dict[str, str], images: dict | None = None, **kwargs) -> YoloReader:
+    """A loaded YoloReader (its warnings and errors happen here)."""
     images_dir, _ = write_yolo(tmp_path, images or {"a.png": (100, 200)}, labels)
-    return YoloDetection(images_dir, class_names=NAMES, **kwargs)
+    return YoloReader(images_dir, class_names=NAMES, **kwargs).load()
 
 
 def _cut_jpeg(path: Path) -> None:
@@ -35,9 +36,9 @@ def test_corrupt_and_truncated_images_raise_or_are_skipped_with_count(tmp_path: 
     _cut_jpeg(images_dir / "b.jpg")  # header fine, pixel data cut
     (images_dir / "d.png").write_text("not an image")  # header unreadable
     with pytest.raises(ImageReadError, match=r"d\.png"):
-        YoloDetection(images_dir, class_names=NAMES)
+        YoloReader(images_dir, class_names=NAMES).load()
     with pytest.warns(UserWarning, match=r"skipped 1 unreadable images .*d\.png"):
-        ds = YoloDetection(images_dir, class_names=NAMES, skip_unreadable=True)
+        ds = YoloReader(images_dir, class_names=NAMES, skip_unreadable=True).load()
     assert ds.files == ["a.png", "b.jpg", "c.png"] and ds.issues.unreadable == ["d.png"]
     with pytest.warns(UserWarning, match=r"skipping unreadable image \(2 skipped so far.*b\.jpg"):
         image, target = ds[1]
@@ -63,7 +64,7 @@ def test_unusual_image_modes_load_as_rgb_through_a_reader(tmp_path: Path) -> Non
     (tmp_path / "labels").mkdir()
     for stem in ("exif", "cmyk", "rgba", "deep", "gray"):
         (tmp_path / "labels" / f"{stem}.txt").write_text("1 0.5 0.5 0.5 0.5\n")
-    ds = YoloDetection(images_dir, class_names=NAMES)
+    ds = YoloReader(images_dir, class_names=NAMES)
     for k in range(len(ds)):
         image, target = ds[k]
         assert image.shape == (40, 20, 3) and image.dtype == np.uint8, ds.files[k]
@@ -98,7 +99,7 @@ def test_unknown_class_ids_are_errors(tmp_path: Path, write_yolo) -> None:
 def test_unknown_voc_class_is_an_error_naming_the_xml(tmp_path: Path, write_voc) -> None:
     images, anns = write_voc(tmp_path, {"a.jpg": (10, 10)}, {"a.jpg": [("ufo", 1, 1, 5, 5)]})
     with pytest.raises(ValueError, match=r"a\.xml object 1 'ufo'"):
-        VocDetection(images, anns, class_names=["cat"])
+        VocReader(images, anns, class_names=["cat"]).load()
 
 
 # ---- 12. label file without image: reported and ignored (warning)
@@ -109,7 +110,7 @@ def test_label_file_without_image_is_reported(tmp_path: Path, write_voc, write_y
     assert any("label files without an image" in w for w in check_dataset(ds).warnings)
     images, anns = write_voc(tmp_path / "voc", {"a.jpg": (10, 10)}, {"a.jpg": [], "b.jpg": [("x", 1, 1, 5, 5)]})
     with pytest.warns(UserWarning, match=r"b\.xml"):
-        assert VocDetection(images, anns).files == ["a.jpg"]
+        assert VocReader(images, anns).files == ["a.jpg"]
 
 
 # ---- 13. image without labels: a background image, counted
@@ -124,25 +125,25 @@ def test_image_without_labels_is_background(tmp_path: Path, write_yolo) -> None:
 def test_duplicate_image_ids_are_errors(tmp_path: Path, make_coco, write_voc, write_yolo) -> None:
     images = [{"id": 5, "file_name": "0001.png", "width": 8, "height": 8}, {"id": 5, "file_name": "0002.png", "width": 8, "height": 8}]
     with pytest.raises(ValueError, match=r"duplicate image ids \[5\]"):
-        CocoDetection(*make_coco([], images=images))
+        CocoReader(*make_coco([], images=images)).load()
     with pytest.raises(ValueError, match=r"a\.txt <- a\.jpg, a\.png"):
         _yolo(write_yolo, tmp_path / "y", {}, images={"a.png": (10, 10), "a.jpg": (10, 10)})
     images_dir, anns = write_voc(tmp_path / "v", {"a.jpg": (10, 10)}, {"a.jpg": [("x", 1, 1, 5, 5)]})
     (anns / "copy.xml").write_text((anns / "a.xml").read_text())
     with pytest.raises(ValueError, match=r"copy\.xml and a\.xml annotate the same image a\.jpg"):
-        VocDetection(images_dir, anns)
+        VocReader(images_dir, anns).load()
 
 
 # ---- 15. empty dataset: error naming the folder / reported by the checker
 def test_empty_dataset(tmp_path: Path, make_coco) -> None:
     (tmp_path / "images").mkdir()
     with pytest.raises(ValueError, match=r"no image files .*images"):
-        YoloDetection(tmp_path / "images", class_names=NAMES)
+        YoloReader(tmp_path / "images", class_names=NAMES).load()
     (tmp_path / "annotations").mkdir()
     with pytest.raises(ValueError, match=r"no images with annotations in .*annotations"):
-        VocDetection(tmp_path / "images", tmp_path / "annotations")
+        VocReader(tmp_path / "images", tmp_path / "annotations").load()
     with warnings.catch_warnings():
-        ds = CocoDetection(*make_coco([], images=[]))
+        ds = CocoReader(*make_coco([], images=[]))
     assert "empty dataset: no images" in check_dataset(ds).errors
 
 
@@ -152,7 +153,7 @@ def test_report_counts_crowd_classes_non_contiguous_ids_and_plot(tmp_path: Path,
         {"id": 2, "image_id": 1, "category_id": 10, "bbox": [5, 5, 30, 10], "iscrowd": 1},
         {"id": 3, "image_id": 7, "category_id": 3, "bbox": [1, 1, 4, 6]},
     ]
-    report = check_dataset(CocoDetection(*make_coco(anns)), "val")
+    report = check_dataset(CocoReader(*make_coco(anns)), "val")  # loads the reader
     assert report.images == 2 and report.boxes == 2 and report.ignored == 1
     assert report.per_class == {"ant": 0, "cat": 2, "dog": 0}
     assert report.issues.non_contiguous_ids == [1, 3, 10] and "non-contiguous [1, 3, 10]" in report.format()

@@ -6,9 +6,10 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
+import pytest
 import torch
 
-from detkit.data import MosaicDataset, MosaicSchedule, MultiScaleCollate, ShapesDataModule, mosaic
+from detkit.data import DetectionDataModule, MosaicDataset, MosaicSchedule, MultiScaleCollate, ShapesReader, mosaic
 
 
 def _item(h: int, w: int, value: int, boxes: list[list[float]], image_id: int) -> tuple[np.ndarray, dict[str, Any]]:
@@ -68,22 +69,40 @@ def test_schedule_turns_mosaic_off_for_the_last_epochs() -> None:
 
 def test_multiscale_collate_resizes_batch_boxes_and_scale() -> None:
     batch = [
-        (torch.full((3, 64, 64), 0.4), {"boxes": torch.tensor([[8.0, 16, 32, 64]]), "scale": torch.tensor(0.5)}),
-        (torch.rand(3, 64, 64), {"boxes": torch.zeros(0, 4), "scale": torch.tensor(2.0)}),
+        (torch.full((3, 64, 64), 0.4), {"boxes": torch.tensor([[8.0, 16, 32, 64]]), "scale": torch.tensor([0.5, 0.5])}),
+        (torch.rand(3, 64, 64), {"boxes": torch.zeros(0, 4), "scale": torch.tensor([2.0, 2.0])}),
     ]
     images, targets = MultiScaleCollate([32], train_size=64)(batch)
     assert images.shape == (2, 3, 32, 32)
     torch.testing.assert_close(targets[0]["boxes"], torch.tensor([[4.0, 8, 16, 32]]))
-    assert targets[0]["scale"].item() == 0.25 and targets[1]["scale"].item() == 1.0
+    assert targets[0]["scale"].tolist() == [0.25, 0.25] and targets[1]["scale"].tolist() == [1.0, 1.0]
     torch.testing.assert_close(images[0], torch.full((3, 32, 32), 0.4), atol=1e-5, rtol=0)
+    assert 0 <= images.min() and images.max() <= 1
     torch.manual_seed(0)
     drawn = {MultiScaleCollate([32, 64])(batch)[0].shape[-1] for _ in range(30)}
     assert drawn == {32, 64}
 
 
+def test_multiscale_collate_resizes_through_resize_image_with_exact_per_axis_factors() -> None:
+    from detkit.ops.letterbox import resize_image
+
+    image = torch.rand(3, 60, 45)  # e.g. after a config crop: not square
+    boxes = torch.tensor([[0.0, 0, 45, 60], [10, 20, 30, 40]])
+    out, targets = MultiScaleCollate([96], pad_multiple=32, train_size=128)([(image, {"boxes": boxes, "scale": torch.ones(2)})])
+    # 60 x 45 times 0.75 -> 45 x round(33.75) = 34: padded to 64 x 64
+    assert out.shape == (1, 3, 64, 64) and not out[0, :, 45:].any() and not out[0, :, :, 34:].any()
+    expected = resize_image(image.permute(1, 2, 0).numpy(), 45, 34).clip(0, 1)
+    torch.testing.assert_close(out[0, :, :45, :34], torch.from_numpy(expected).permute(2, 0, 1))
+    torch.testing.assert_close(targets[0]["scale"], torch.tensor([34 / 45, 0.75]))
+    torch.testing.assert_close(targets[0]["boxes"][0], torch.tensor([0.0, 0, 34, 45]))
+    with pytest.raises(ValueError, match="positive"):
+        MultiScaleCollate([0, 32])
+
+
 def test_datamodule_with_mosaic_multiscale_and_heavy_preset() -> None:
-    dm = ShapesDataModule(num_train=8, num_val=2, num_test=2, input_size=64, batch_size=4, num_workers=0,
-                          augmentations="heavy", mosaic_prob=1.0, mosaic_off_last_epochs=1, multiscale_sizes=[64, 96])  # fmt: skip
+    dm = DetectionDataModule(train=ShapesReader(8, seed=0), val=ShapesReader(2, seed=1), input_size=64, batch_size=4,
+                             num_workers=0, augmentations="heavy", mosaic_prob=1.0, mosaic_off_last_epochs=1,
+                             multiscale_sizes=[64, 96])  # fmt: skip
     dm.setup("fit")
     loader = dm.train_dataloader()
     assert isinstance(loader.sampler, MosaicSchedule) and dm.train_size == 96

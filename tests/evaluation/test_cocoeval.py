@@ -24,12 +24,12 @@ def test_cocoapi100_reproduces_published_stats(cocoapi100):
 
 def test_cocoapi100_through_tensors_as_the_model_path_does(cocoapi100):
     gt_file, dt_file, expected = cocoapi100
-    detections, targets = coco_json_to_tensors(gt_file, dt_file)  # float32 tensors, labels = category ids
-    ids = sorted({int(c) for t in targets for c in t["labels"]} | {int(c) for d in detections for c in d["labels"]})
-    identity = list(range(max(ids) + 1))
-    gt = load_ground_truth(targets_to_coco(targets, [str(i) for i in identity], identity))
+    detections, targets = coco_json_to_tensors(gt_file, dt_file)  # float32 tensors, labels = class indices
+    source = load_ground_truth(gt_file)
+    names, category_ids = source.category_names, source.category_ids.tolist()
+    gt = load_ground_truth(targets_to_coco(targets, names, category_ids))
     image_ids = [t["image_id"] for t in targets]
-    stats = evaluate_coco(gt, load_results(detections_to_coco(detections, image_ids, identity), gt)).stats
+    stats = evaluate_coco(gt, load_results(detections_to_coco(detections, image_ids, category_ids), gt)).stats
     for name, want in zip(COCO_STAT_NAMES, expected):
         assert stats[name] == pytest.approx(want, abs=1e-4), name
 
@@ -77,7 +77,8 @@ def test_no_detections_gives_zero_ap_and_unknown_image_is_an_error(tmp_path):
 
 def test_json_path_imports_neither_torch_nor_lightning():
     code = (
-        "import sys, detkit.commands, detkit.commands.evaluate, detkit.evaluation.report, detkit.evaluation.voc\n"
+        "import sys, detkit.evaluation, detkit.evaluation.cocojson, detkit.evaluation.report, detkit.evaluation.voc\n"
+        "import detkit.commands, detkit.commands.evaluate\n"
         "heavy = [m for m in ('torch', 'torchmetrics', 'lightning', 'matplotlib') if m in sys.modules]\n"
         "print(heavy)"
     )

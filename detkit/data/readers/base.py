@@ -1,0 +1,113 @@
+"""``Reader``: what every dataset format provides to :class:`~detkit.data.DetectionDataModule`; ``DatasetIssues``."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from torch.utils.data import Dataset
+
+__all__ = ["DatasetIssues", "Reader", "examples"]
+
+_EXAMPLES = 3  # how many offending items a message names
+
+
+def examples(items: list[str], n: int = _EXAMPLES) -> str:
+    """``"a, b, c (and 4 more)"`` for messages."""
+    more = f" (and {len(items) - n} more)" if len(items) > n else ""
+    return ", ".join(items[:n]) + more
+
+
+@dataclass
+class DatasetIssues:
+    """Everything a reader noticed while loading annotations, for warnings and ``detkit check-data``.
+
+    Each list holds one human-readable location per case (``"raccoon-1.xml object 2"``).
+
+    Attributes:
+        clipped: Boxes reaching outside their image, clipped to it (kept).
+        dropped: Boxes with zero or negative size (after clipping), dropped.
+        labels_without_images: Annotation files with no matching image (ignored).
+        background_images: Images with no annotation file or no boxes (kept, as negatives).
+        ignored: Crowd / ``difficult`` boxes, kept with ``iscrowd=1`` (not positives).
+        non_contiguous_ids: Category ids when they are not ``0..K-1`` (mapped to contiguous labels).
+        unreadable: Images that could not be read and were skipped (``skip_unreadable=True``).
+    """
+
+    source: str = ""
+    clipped: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+    labels_without_images: list[str] = field(default_factory=list)
+    background_images: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+    non_contiguous_ids: list[int] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+
+    def warn(self, stacklevel: int = 3) -> None:
+        """One warning per kind of repaired problem, counting it and naming a few examples."""
+        where = f" in {self.source}" if self.source else ""
+        for items, what in (
+            (self.clipped, "boxes extending outside their image clipped"),
+            (self.dropped, "boxes with zero or negative size (after clipping) dropped"),
+            (self.labels_without_images, "label files without an image ignored"),
+        ):
+            if items:
+                warnings.warn(f"{len(items)} {what}{where} (e.g. {examples(items)})", stacklevel=stacklevel)
+
+
+class Reader(Dataset):
+    """A detection dataset in one format: ``(image, target)`` items in original pixels, and its classes.
+
+    Items are ``(image uint8 [H, W, 3] RGB, target)`` with numpy ``boxes`` float32 ``[N, 4]`` xyxy
+    absolute (inside the image, positive size), ``labels`` / ``iscrowd`` int64 ``[N]``, ``area``
+    float32 ``[N]``, ``image_id`` and ``file_name``.
+
+    A reader is lazy: ``__init__`` only stores and checks its arguments; files are listed and
+    annotations parsed on first use (``len``, an item, ``class_names``, ... or :meth:`load`), once.
+    A new format is one subclass (one file under ``detkit/data/readers/``).
+
+    Attributes:
+        class_names: Class names in label order; empty for unlabelled data (an image folder).
+        category_ids: The format's own id of each label (COCO category ids), else ``None``.
+        issues: What the reader repaired or skipped while loading (for warnings and ``detkit check-data``).
+    """
+
+    def load(self) -> Reader:
+        """Parse the annotations now (otherwise done on first use); returns ``self``.
+
+        Raises:
+            FileNotFoundError, ValueError: The format's errors, naming the file.
+        """
+        return self
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names in label order."""
+        raise NotImplementedError
+
+    @property
+    def category_ids(self) -> list[int] | None:
+        """The format's own id of each label, or ``None`` (labels are the ids)."""
+        return None
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes."""
+        return len(self.class_names)
+
+    @property
+    def issues(self) -> DatasetIssues:
+        """What the reader repaired or skipped (nothing, unless the format reads files)."""
+        return DatasetIssues(source=repr(self))
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, dict[str, Any]]:
+        raise NotImplementedError
+
+    def target(self, index: int) -> dict[str, Any]:
+        """The target of item ``index`` (without decoding its image where the format allows)."""
+        return self[index][1]

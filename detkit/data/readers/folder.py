@@ -1,0 +1,53 @@
+"""A reader of a folder of unlabelled images, for prediction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from detkit.data.images import IMAGE_EXTENSIONS
+from detkit.data.readers.base import DatasetIssues
+from detkit.data.readers.records import DetectionRecords, Records, empty_target
+
+__all__ = ["FolderReader"]
+
+
+class FolderReader(DetectionRecords):
+    """The image files directly inside a folder (jpg, jpeg, png, bmp, webp; sorted by name), without labels.
+
+    Items follow the reader contract with no boxes: empty ``boxes`` float32 ``[0, 4]``, ``labels`` /
+    ``iscrowd`` int64 ``[0]``, ``area`` float32 ``[0]``, ``image_id`` (the index) and ``file_name``
+    (relative to the folder). ``class_names`` is empty: the classes come from the other splits' readers
+    (or the checkpoint). See :class:`~detkit.data.readers.records.DetectionRecords` for ``skip_unreadable``.
+    """
+
+    def __init__(self, images: str | Path, skip_unreadable: bool = False) -> None:
+        """Store the folder (it is listed on first use).
+
+        Args:
+            images: Folder holding the images (not searched recursively).
+            skip_unreadable: Skip (count and warn about) unreadable images instead of raising.
+
+        Loading raises:
+            FileNotFoundError: ``images`` is not a folder.
+            ValueError: ``images`` holds no image files.
+        """
+        super().__init__(images, skip_unreadable)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(images='{self.images_dir}')"
+
+    def _parse(self) -> Records:
+        if not self.images_dir.is_dir():
+            raise FileNotFoundError(f"image folder not found: {self.images_dir}")
+        files = sorted(
+            p.name for p in self.images_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+        )
+        if not files:
+            raise ValueError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in {self.images_dir}")
+        return Records(
+            files=files,
+            sizes=[None] * len(files),
+            targets=[empty_target() for _ in files],
+            class_names=[],
+            issues=DatasetIssues(source=str(self.images_dir)),
+        )

@@ -1,0 +1,196 @@
+"""The shared base of file-backed readers (``DetectionRecords``), box sanitising and empty targets."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from detkit.data.images import ImageReadError, read_image
+from detkit.data.readers.base import DatasetIssues, Reader
+
+__all__ = ["DetectionRecords", "Records", "empty_target", "sanitize_boxes"]
+
+
+def sanitize_boxes(
+    raw: np.ndarray, width: float, height: float, names: list[str], issues: DatasetIssues
+) -> np.ndarray:
+    """Clip ``raw`` xyxy boxes ``[N, 4]`` to the image and return the mask ``[N]`` of boxes to keep.
+
+    ``raw`` is clipped in place. Boxes that had a non-positive width or height as written, or have
+    one after clipping, are dropped; ``names[k]`` (where box ``k`` came from) is added to
+    ``issues.clipped`` / ``issues.dropped``.
+    """
+    original = raw.copy()
+    np.clip(raw, 0.0, np.array([width, height, width, height], dtype=raw.dtype), out=raw)
+    valid = (raw[:, 2:] > raw[:, :2]).all(axis=1) & (original[:, 2:] > original[:, :2]).all(axis=1)
+    clipped = valid & (raw != original).any(axis=1)
+    issues.clipped += [names[k] for k in np.flatnonzero(clipped)]
+    issues.dropped += [names[k] for k in np.flatnonzero(~valid)]
+    return valid
+
+
+def empty_target() -> dict[str, np.ndarray]:
+    """Per-box fields of an image without boxes."""
+    return {
+        "boxes": np.zeros((0, 4), dtype=np.float32),
+        "labels": np.zeros(0, dtype=np.int64),
+        "iscrowd": np.zeros(0, dtype=np.int64),
+        "area": np.zeros(0, dtype=np.float32),
+    }
+
+
+@dataclass
+class Records:
+    """What a file-backed reader parsed, one entry per image (in item order).
+
+    Attributes:
+        files: Image paths relative to the reader's ``images_dir``.
+        sizes: ``(height, width)`` as annotated, or ``None`` where the annotation does not say.
+        targets: Numpy per-box fields (``boxes``, ``labels``, ``iscrowd``, ``area``) in original pixels.
+        class_names: Class names in label order.
+        issues: What was repaired or skipped.
+        image_ids: The format's image ids; ``None``: the index is the id.
+        category_ids: The format's id of each label, or ``None``.
+    """
+
+    files: list[str]
+    sizes: list[tuple[int, int] | None]
+    targets: list[dict[str, np.ndarray]]
+    class_names: list[str]
+    issues: DatasetIssues
+    image_ids: list[int] | None = None
+    category_ids: list[int] | None = None
+
+
+class DetectionRecords(Reader):
+    """Base of file-backed readers: image files with per-box targets parsed once, on first use.
+
+    Subclasses implement :meth:`_parse` (list the files, parse the annotations, warn about what
+    they repaired) and ``__repr__``. Items are ``(image uint8 [H, W, 3] RGB, target)`` as in
+    :class:`~detkit.data.readers.base.Reader`, with ``image_id`` (the format's id, else the index)
+    and ``file_name`` (relative to ``images_dir``); an image whose size differs from its
+    annotation raises :class:`~detkit.data.images.ImageReadError`.
+
+    With ``skip_unreadable=True`` an image that cannot be read is counted in ``issues.unreadable``,
+    warned about (naming it and the running count), and replaced by the next readable item, so
+    a loader never crashes on it and it never disappears silently; otherwise
+    :class:`~detkit.data.images.ImageReadError` names the file.
+
+    Attributes:
+        images_dir: Folder the ``files`` are relative to.
+        skip_unreadable: Skip unreadable images instead of raising (may be changed at any time).
+    """
+
+    def __init__(self, images_dir: str | Path, skip_unreadable: bool = False) -> None:
+        """Store the image folder (nothing is read until first use).
+
+        Args:
+            images_dir: Folder that the image file names are relative to.
+            skip_unreadable: Skip (count and warn about) unreadable images instead of raising.
+        """
+        self.images_dir = Path(images_dir)
+        self.skip_unreadable = bool(skip_unreadable)
+        self._records: Records | None = None
+
+    def _parse(self) -> Records:
+        """List the images and parse their annotations (called once, by :meth:`load`)."""
+        raise NotImplementedError
+
+    def load(self) -> DetectionRecords:
+        """Parse the annotations now (otherwise done on first use); returns ``self``."""
+        if self._records is None:
+            self._records = self._parse()
+        return self
+
+    @property
+    def records(self) -> Records:
+        """The parsed annotations."""
+        return self.load()._records  # type: ignore[return-value]
+
+    @property
+    def files(self) -> list[str]:
+        """Image paths relative to ``images_dir``, in item order."""
+        return self.records.files
+
+    @property
+    def sizes(self) -> list[tuple[int, int] | None]:
+        """``(height, width)`` of each image as annotated (``None`` if not annotated)."""
+        return self.records.sizes
+
+    @property
+    def targets(self) -> list[dict[str, np.ndarray]]:
+        """Numpy per-box fields of each image."""
+        return self.records.targets
+
+    @property
+    def image_ids(self) -> list[int]:
+        """The ``image_id`` of each item (the format's id, else the index)."""
+        ids = self.records.image_ids
+        return list(ids) if ids is not None else list(range(len(self.records.files)))
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names in label order."""
+        return list(self.records.class_names)
+
+    @property
+    def category_ids(self) -> list[int] | None:
+        """The format's id of each label, or ``None``."""
+        ids = self.records.category_ids
+        return list(ids) if ids is not None else None
+
+    @property
+    def issues(self) -> DatasetIssues:
+        """What was repaired or skipped while loading (and, with ``skip_unreadable``, while reading)."""
+        return self.records.issues
+
+    def __len__(self) -> int:
+        return len(self.records.files)
+
+    def target(self, index: int) -> dict[str, Any]:
+        """The target of item ``index`` without reading its image."""
+        records = self.records
+        target: dict[str, Any] = {k: v.copy() for k, v in records.targets[index].items()}
+        target["image_id"] = records.image_ids[index] if records.image_ids is not None else index
+        target["file_name"] = records.files[index]
+        return target
+
+    def load_image(self, index: int) -> np.ndarray:
+        """Decode the image of item ``index`` (``uint8 [H, W, 3]`` RGB), checked against its annotated size.
+
+        Raises:
+            ImageReadError: The file is missing, unreadable, or not the annotated size.
+        """
+        path = self.images_dir / self.files[index]
+        image = read_image(path)
+        size = self.sizes[index]
+        if size is not None and image.shape[:2] != size:
+            raise ImageReadError(
+                f"image {path} is {image.shape[1]}x{image.shape[0]} (w x h, after EXIF orientation) but its "
+                f"annotation ({self.issues.source}) says {size[1]}x{size[0]}"
+            )
+        return image
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, dict[str, Any]]:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {type(self).__name__} of {len(self)} images")
+        index %= len(self)
+        for attempt in range(len(self)):
+            k = (index + attempt) % len(self)
+            try:
+                return self.load_image(k), self.target(k)
+            except ImageReadError as error:
+                if not self.skip_unreadable:
+                    raise
+                if self.files[k] not in self.issues.unreadable:
+                    self.issues.unreadable.append(self.files[k])
+                warnings.warn(
+                    f"skipping unreadable image ({len(self.issues.unreadable)} skipped so far in this process; "
+                    f"using the next image instead): {error}",
+                    stacklevel=2,
+                )
+        raise ImageReadError(f"no readable image in {self.images_dir} ({len(self)} tried)")

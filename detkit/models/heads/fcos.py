@@ -1,0 +1,174 @@
+"""FCOS head: shared classification / box towers over pyramid levels, trained and decoded per point.
+
+The head owns its :class:`FCOSAssigner` (which box each point regresses), :class:`FCOSLoss`
+(focal + GIoU + quality) and :class:`FCOSDecoder` (scores, top-k, NMS); each is passed in as an
+object and defaults to the FCOS paper's settings.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from detkit.models.backbones import FeatureInfo
+from detkit.models.heads.base import DenseHead, batch_targets, make_points
+from detkit.models.heads.fcos_assigner import FCOSAssigner
+from detkit.models.heads.fcos_decoder import FCOSDecoder
+from detkit.models.heads.fcos_loss import FCOSLoss
+from detkit.models.layers import ActivationName, ConvNormAct, NormName
+from detkit.types import Detections, Target
+
+__all__ = ["FCOSHead"]
+
+
+class FCOSHead(DenseHead):
+    """Anchor-free head: per point class logits, ltrb distances in pixels and a quality logit.
+
+    ``forward`` returns ``cls_logits (B, P, K)``, ``ltrb (B, P, 4)`` non-negative distances in
+    input pixels, ``quality_logits (B, P)``, ``points (P, 2)`` (x, y cell centres in input pixels)
+    and ``point_strides (P,)``, with ``P = sum_l H_l * W_l`` (levels concatenated, row-major
+    within a level, see :func:`~detkit.models.heads.base.make_points`).
+    """
+
+    def __init__(
+        self,
+        in_features: Sequence[FeatureInfo],
+        num_classes: int,
+        # Towers
+        num_convs: int = 4,
+        kernel_size: int = 3,
+        dilation: int = 1,
+        groups: int = 1,
+        norm: NormName = "group",
+        activation: ActivationName = "relu",
+        prior_prob: float = 0.01,
+        # Training and decoding
+        assigner: FCOSAssigner | None = None,
+        loss: FCOSLoss | None = None,
+        decoder: FCOSDecoder | None = None,
+    ) -> None:
+        """Build the head.
+
+        Args:
+            in_features: The neck's ``feature_info``; every level must have the same channels
+                (the towers are shared across levels and keep that width).
+            num_classes: Number of foreground classes ``K`` (no background logit).
+            num_convs: ``ConvNormAct`` layers in each of the classification and box towers.
+            kernel_size: Kernel size of the tower and prediction convolutions.
+            dilation: Dilation of the tower convolutions.
+            groups: Groups of the tower convolutions.
+            norm: Normalisation in the towers (GroupNorm is the FCOS default).
+            activation: Activation in the towers.
+            prior_prob: Initial foreground probability, sets the class-logit bias.
+            assigner: Target assignment (default ``FCOSAssigner()``: centre sampling 1.5,
+                size multiplier 8).
+            loss: Training loss, including what the quality logit learns (default ``FCOSLoss()``:
+                focal 0.25 / 2, GIoU and centre-ness, unit weights).
+            decoder: Inference decoding (default ``FCOSDecoder()``: score > 0.05, top 1000 per
+                level, NMS IoU 0.6, 100 detections).
+        """
+        super().__init__(in_features, num_classes)
+        channels = {f.channels for f in self.in_features}
+        if len(channels) != 1:
+            raise ValueError(f"FCOSHead needs the same channels on every level, got {self.in_features}")
+        if not 0.0 < prior_prob < 1.0:
+            raise ValueError(f"prior_prob must be in (0, 1), got {prior_prob}")
+        in_channels = channels.pop()
+
+        def tower() -> nn.Sequential:
+            return nn.Sequential(
+                *[
+                    ConvNormAct(in_channels, in_channels, kernel_size, dilation=dilation, groups=groups,
+                                norm=norm, activation=activation)
+                    for _ in range(num_convs)
+                ]
+            )
+
+        self.cls_tower = tower()
+        self.box_tower = tower()
+        pad = (kernel_size - 1) // 2
+        self.cls_logits = nn.Conv2d(in_channels, num_classes, kernel_size, padding=pad)
+        self.box_reg = nn.Conv2d(in_channels, 4, kernel_size, padding=pad)
+        self.quality_logits = nn.Conv2d(in_channels, 1, kernel_size, padding=pad)
+        # One learnable multiplier per level on the (stride-normalised) regression output.
+        self.scales = nn.Parameter(torch.ones(len(self.in_features)))
+
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, std=0.01)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        nn.init.constant_(self.cls_logits.bias, -math.log((1.0 - prior_prob) / prior_prob))
+
+        # Parameter-free parts, built after the layers so they do not move the random init.
+        self.assigner = assigner if assigner is not None else FCOSAssigner()
+        self.criterion = loss if loss is not None else FCOSLoss()
+        self.decoder = decoder if decoder is not None else FCOSDecoder()
+
+    def forward(self, features: list[Tensor]) -> dict[str, Tensor]:
+        """Predict on every level and concatenate in level order.
+
+        Args:
+            features: Pyramid maps ``(B, C, H_l, W_l)``, one per entry of ``in_features``.
+
+        Returns:
+            ``cls_logits``, ``ltrb``, ``quality_logits``, ``points`` and ``point_strides`` (see the
+            class docstring).
+        """
+        if len(features) != len(self.in_features):
+            raise ValueError(f"FCOSHead built for {len(self.in_features)} levels, got {len(features)} feature maps")
+        all_cls, all_ltrb, all_quality = [], [], []
+        for level, (x, stride) in enumerate(zip(features, self.strides)):
+            cls_feat = self.cls_tower(x)
+            box_feat = self.box_tower(x)
+            # (B, K, H, W) -> (B, HW, K)
+            all_cls.append(self.cls_logits(cls_feat).flatten(2).transpose(1, 2))
+            # (B, 4, H, W) -> (B, HW, 4); relu keeps distances >= 0, stride maps them to pixels.
+            reg = F.relu(self.box_reg(box_feat) * self.scales[level]) * stride
+            all_ltrb.append(reg.flatten(2).transpose(1, 2))
+            # (B, 1, H, W) -> (B, HW)
+            all_quality.append(self.quality_logits(box_feat).flatten(1))
+        points, point_strides = make_points(
+            [tuple(f.shape[-2:]) for f in features], self.strides, device=features[0].device, dtype=torch.float32
+        )
+        return {
+            "cls_logits": torch.cat(all_cls, dim=1),
+            "ltrb": torch.cat(all_ltrb, dim=1),
+            "quality_logits": torch.cat(all_quality, dim=1),
+            "points": points,
+            "point_strides": point_strides,
+        }
+
+    def loss(self, outputs: dict[str, Tensor], targets: Sequence[Target]) -> dict[str, Tensor]:
+        """Assign targets to points and compute the losses (see :meth:`DenseHead.loss`).
+
+        Returns:
+            ``{"loss": total, "loss_cls", "loss_box", "loss_quality"}`` (see :class:`FCOSLoss`).
+        """
+        batch = outputs["cls_logits"].shape[0]
+        if len(targets) != batch:
+            raise ValueError(f"got outputs for {batch} images but {len(targets)} targets")
+        gt_boxes, gt_labels, gt_valid = batch_targets(targets, outputs["cls_logits"].device)
+        points, point_strides = outputs["points"], outputs["point_strides"]
+        labels, matched_boxes = self.assigner(points, point_strides, gt_boxes, gt_labels, gt_valid)
+        return self.criterion(
+            outputs["cls_logits"], outputs["ltrb"], outputs["quality_logits"], points, labels, matched_boxes
+        )
+
+    def predict(
+        self, outputs: dict[str, Tensor], image_size: tuple[int, int], score_threshold: float | None = None
+    ) -> list[Detections]:
+        """Decode detections with the head's :class:`FCOSDecoder` (see :meth:`DenseHead.predict`)."""
+        return self.decoder(
+            outputs["cls_logits"],
+            outputs["ltrb"],
+            outputs["quality_logits"],
+            outputs["points"],
+            outputs["point_strides"],
+            image_size=image_size,
+            score_threshold=score_threshold,
+        )
