@@ -1,4 +1,4 @@
-"""Lightning callbacks of detkit: writing predictions (JSON + drawn PNGs) during ``detkit predict``."""
+"""Lightning callbacks of detkit: checkpoints under the run's root, and predictions (JSON + drawn PNGs)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,22 @@ from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
 from PIL import Image
 
 from detkit.visualize import draw_detections
 
-__all__ = ["PredictionWriter"]
+__all__ = ["Checkpoint", "PredictionWriter"]
+
+
+class Checkpoint(ModelCheckpoint):
+    """Lightning's ``ModelCheckpoint`` writing to ``<trainer.default_root_dir>/checkpoints`` unless
+    ``dirpath`` is given (Lightning's own default would be the first logger's version folder)."""
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if self.dirpath is None:
+            self.dirpath = str(Path(trainer.default_root_dir) / "checkpoints")
+        super().setup(trainer, pl_module, stage)
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -56,7 +66,7 @@ class PredictionWriter(BasePredictionWriter):
         dataset = datamodule.predict_dataset if datamodule is not None else None
         share = math.ceil(self.max_drawn / trainer.world_size)  # each process draws its share
         for i, det in enumerate(prediction):
-            index = int(batch_indices[i]) if batch_indices is not None else len(self._records)
+            index = int(batch_indices[i])  # the dataset index (global under DDP)
             self._records.append(
                 {
                     "index": index,
@@ -67,7 +77,7 @@ class PredictionWriter(BasePredictionWriter):
                     "names": det["names"],
                 }
             )
-            if self._drawn < share and dataset is not None and batch_indices is not None:
+            if self._drawn < share and dataset is not None:
                 image, _ = dataset.dataset[index]  # the untransformed image
                 keep = det["scores"] >= self.draw_threshold
                 drawn = draw_detections(

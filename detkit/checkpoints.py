@@ -4,7 +4,7 @@ A detkit checkpoint is a Lightning checkpoint dict with a ``detkit`` block::
 
     {"format_version": 2, "num_classes": int, "class_names": [str, ...],
      "detector": {"class_path": "detkit.models.Detector", "init_args": {...}} or None,
-     "input_size": int}
+     "input_size": int, "pad_multiple": int}
 
 and the detector's weights under ``state_dict`` with the prefix ``detector.``.
 
@@ -12,7 +12,8 @@ Versions:
     1: flat ``Detector`` arguments (``fpn_channels``, ``head_convs``, ``score_threshold``, ...);
        weights ``detector.fpn.*`` and ``detector.head.*``.
     2: composed ``Detector(backbone, neck, head)`` with ``neck`` and ``head`` ``class_path`` blocks
-       (the head holding its ``assigner``, ``loss`` and ``decoder``); weights ``detector.neck.*``.
+       (the head holding its ``assigner``, ``loss`` and ``decoder``); weights ``detector.neck.*``;
+       ``pad_multiple`` of the letterbox (format 1 always padded to 32).
 """
 
 from __future__ import annotations
@@ -111,7 +112,10 @@ def migrate_checkpoint(checkpoint: dict[str, Any]) -> dict[str, Any]:
 
     The input is not modified; the result shares its tensors. A current checkpoint comes back as a
     shallow copy. Besides the ``detkit`` block and ``state_dict``, a format-1 ``detector`` in
-    ``hyper_parameters`` is migrated too, so ``DetectionModule.load_from_checkpoint`` builds it.
+    ``hyper_parameters`` is migrated too. :func:`detkit.load_detector` and
+    ``DetectionModule.on_load_checkpoint`` (a ``Trainer`` given ``ckpt_path`` with a module built from
+    a current config) call it; Lightning's own ``load_from_checkpoint`` and the CLI's ``--ckpt_path``
+    build the module from the checkpoint's stored hyper-parameters first, so they need format 2.
 
     Raises:
         ValueError: No ``detkit`` block, a format version this detkit does not know (for example
@@ -130,7 +134,7 @@ def migrate_checkpoint(checkpoint: dict[str, Any]) -> dict[str, Any]:
             f"{CHECKPOINT_FORMAT_VERSION}" + (" (written by a newer detkit: upgrade to load it)" if newer else "")
         )
     migrated = dict(checkpoint)
-    new_meta = dict(meta, format_version=CHECKPOINT_FORMAT_VERSION)
+    new_meta = dict(meta, format_version=CHECKPOINT_FORMAT_VERSION, pad_multiple=32)
     if meta.get("detector") is not None:
         new_meta["detector"] = _migrate_detector_config_v1(meta["detector"])
     migrated["detkit"] = new_meta

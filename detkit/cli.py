@@ -7,29 +7,31 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import torch
 from jsonargparse import Namespace
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from detkit.callbacks import PredictionWriter
+from detkit.callbacks import Checkpoint, PredictionWriter
 from detkit.config import instantiate
 from detkit.data import DetectionDataModule
 from detkit.module import DetectionModule
 
-__all__ = ["DetkitCLI", "build_cli", "build_data", "parse_config"]
+__all__ = ["DetkitCLI", "build_cli", "build_data", "match_checkpoint_input", "parse_config"]
 
 
 class DetkitCLI(LightningCLI):
     """LightningCLI with detkit's wiring.
 
-    - ``num_classes``, ``class_names`` and ``input_size`` are declared once, by the data, and linked
-      into the model;
-    - a :class:`~lightning.pytorch.callbacks.ModelCheckpoint` (group ``checkpoint``) keeps the best
-      ``val/map`` and the last epoch;
+    - ``num_classes``, ``class_names``, ``input_size`` and ``pad_multiple`` are declared once, by
+      the data, and linked into the model (which saves them in checkpoints);
+    - a :class:`~detkit.callbacks.Checkpoint` (group ``checkpoint``) keeps the best ``val/map`` and
+      the last epoch;
     - a :class:`~detkit.callbacks.PredictionWriter` (group ``predictions``) writes what
       ``detkit predict`` finds;
+    - ``validate``, ``test`` and ``predict`` with ``--ckpt_path`` letterbox as the checkpoint was
+      trained (its ``input_size`` and ``pad_multiple``; a warning says so when the config differs);
     - every output follows ``trainer.default_root_dir`` unless given its own place: checkpoints go to
       ``<root>/checkpoints`` (``--checkpoint.dirpath``), predictions to ``<root>/predictions``
       (``--predictions.output_dir``) and, with ``trainer.logger`` left unset, metrics to a CSV logger
@@ -40,7 +42,8 @@ class DetkitCLI(LightningCLI):
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
         parser.link_arguments("data.input_size", "model.input_size", apply_on="parse")
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.link_arguments("data.pad_multiple", "model.pad_multiple", apply_on="parse")
+        parser.add_lightning_class_args(Checkpoint, "checkpoint")
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val/map",
@@ -60,10 +63,10 @@ class DetkitCLI(LightningCLI):
         return Path(self._subcommand_config().trainer.get("default_root_dir") or os.getcwd())
 
     def before_instantiate_classes(self) -> None:
-        """Place checkpoints under ``trainer.default_root_dir`` when ``checkpoint.dirpath`` is unset."""
+        """Evaluate and predict at the input size the checkpoint was trained at."""
         config = self._subcommand_config()
-        if config.checkpoint.get("dirpath") is None:
-            config.checkpoint.dirpath = str(self._root_dir() / "checkpoints")
+        if self.subcommand in ("validate", "test", "predict") and config.get("ckpt_path"):
+            match_checkpoint_input(config.data, config.ckpt_path)
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """The Trainer, with CSV + TensorBoard loggers under ``default_root_dir`` when ``logger`` is unset."""
@@ -71,6 +74,19 @@ class DetkitCLI(LightningCLI):
             root = str(self._root_dir())
             kwargs["logger"] = [CSVLogger(root, name="csv"), TensorBoardLogger(root, name="tensorboard")]
         return super().instantiate_trainer(**kwargs)
+
+
+def match_checkpoint_input(data: Namespace, ckpt_path: str | Path) -> None:
+    """Set the parsed ``data`` config's ``input_size`` and ``pad_multiple`` to those the checkpoint
+    was trained with, warning about each value the config had otherwise: one checkpoint, one mAP."""
+    if not Path(ckpt_path).is_file():
+        return  # Lightning reports the missing file
+    meta = torch.load(ckpt_path, map_location="cpu", weights_only=True).get("detkit") or {}
+    trained = {"input_size": meta.get("input_size"), "pad_multiple": meta.get("pad_multiple", 32)}
+    for key, value in trained.items():
+        if value is not None and data.get(key) != value:
+            warnings.warn(f"{ckpt_path} was trained with data {key} {value}; using it instead of the config's {data.get(key)}")
+            data[key] = value
 
 
 class _ParseOnlyCLI(DetkitCLI):
@@ -114,10 +130,15 @@ def parse_config(args: list[str]) -> Namespace:
         path = arg.split("=", 1)[1] if arg.startswith("--config=") else args[i + 1] if arg == "--config" and i + 1 < len(args) else None
         if path is not None and not Path(path).is_file():
             raise FileNotFoundError(f"config file not found: {path}")
+    args = [*args, "--seed_everything=false"]  # parsing must not reseed the caller's random state
     return _ParseOnlyCLI(DetectionModule, DetectionDataModule, args=args, run=False).config
 
 
-def build_data(args: list[str]) -> DetectionDataModule:
-    """The DataModule that ``detkit fit ARGS`` would build, and nothing else (see :func:`parse_config`)."""
-    block = {"class_path": "detkit.data.DetectionDataModule", "init_args": parse_config(args).data.as_dict()}
+def build_data(args: list[str], ckpt_path: str | Path | None = None) -> DetectionDataModule:
+    """The DataModule that ``detkit fit ARGS`` would build, and nothing else (see :func:`parse_config`);
+    with ``ckpt_path``, letterboxing as that checkpoint was trained (see :func:`match_checkpoint_input`)."""
+    data = parse_config(args).data
+    if ckpt_path is not None:
+        match_checkpoint_input(data, ckpt_path)
+    block = {"class_path": "detkit.data.DetectionDataModule", "init_args": data.as_dict()}
     return instantiate(DetectionDataModule, block)

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from detkit.checkpoints import CHECKPOINT_FORMAT_VERSION, migrate_checkpoint
+from detkit.checkpoints import migrate_checkpoint
 from detkit.config import instantiate
 from detkit.data.images import read_image
 from detkit.models import Detector
@@ -44,13 +44,23 @@ class Predictor(nn.Module):
         detector: the plain :class:`~detkit.models.Detector` (eval mode).
         class_names: one name per label.
         input_size: side of the square letterbox the detector was trained at.
+        pad_multiple: the letterbox pads its square to a multiple of this.
     """
 
-    def __init__(self, detector: Detector, class_names: Sequence[str], input_size: int) -> None:
+    def __init__(self, detector: Detector, class_names: Sequence[str], input_size: int, pad_multiple: int = 32) -> None:
+        """Wrap a detector for prediction (eval mode).
+
+        Args:
+            detector: the trained detector.
+            class_names: one name per label.
+            input_size: side of the square letterbox the detector was trained at.
+            pad_multiple: the letterbox pads its square to a multiple of this, as in training.
+        """
         super().__init__()
         self.detector = detector.eval()
         self.class_names = list(class_names)
         self.input_size = int(input_size)
+        self.pad_multiple = int(pad_multiple)
 
     @property
     def device(self) -> torch.device:
@@ -58,8 +68,8 @@ class Predictor(nn.Module):
 
     @property
     def letterbox(self) -> Letterbox:
-        """The letterbox images go through: longest side to ``input_size``, padded to the detector's stride."""
-        return Letterbox(self.input_size, pad_multiple=self.detector.stride)
+        """The letterbox of training: longest side to ``input_size``, padded to ``pad_multiple``."""
+        return Letterbox(self.input_size, pad_multiple=self.pad_multiple)
 
     @torch.inference_mode()
     def predict(
@@ -70,7 +80,7 @@ class Predictor(nn.Module):
         Args:
             images: one image or a list: a file path, PIL image, ``HxWx3`` uint8 RGB numpy array
                 or ``[3, H, W]`` float tensor in ``[0, 1]``.
-            score_threshold: keep detections at or above this score (default: the detector's).
+            score_threshold: keep detections scoring above this (default: the detector's).
 
         Returns:
             One dict per image: ``boxes`` ``FloatTensor[D, 4]`` xyxy in the original image's
@@ -127,12 +137,10 @@ def load_detector(path: str | Path, device: str | torch.device = "cpu") -> Predi
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     if checkpoint.get("detkit") is None:
         raise ValueError(f"{path} is not a detkit checkpoint (no 'detkit' block)")
-    version = checkpoint["detkit"].get("format_version")
-    if not isinstance(version, int) or version > CHECKPOINT_FORMAT_VERSION:
-        raise ValueError(
-            f"{path} has detkit checkpoint format {version}; this detkit reads formats up to {CHECKPOINT_FORMAT_VERSION}"
-        )
-    checkpoint = migrate_checkpoint(checkpoint)  # format 1 -> current (config and weight names)
+    try:
+        checkpoint = migrate_checkpoint(checkpoint)  # format 1 -> current (config and weight names)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
     meta = checkpoint["detkit"]
     if meta.get("detector") is None:
         raise ValueError(
@@ -147,4 +155,4 @@ def load_detector(path: str | Path, device: str | torch.device = "cpu") -> Predi
     if meta.get("input_size") is None:
         raise ValueError(f"{path} does not record the input size it was trained at")
     input_size = meta["input_size"]
-    return Predictor(detector, meta["class_names"], input_size).to(device).eval()
+    return Predictor(detector, meta["class_names"], input_size, meta.get("pad_multiple", 32)).to(device).eval()

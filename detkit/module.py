@@ -10,7 +10,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
 from torch.optim.lr_scheduler import LinearLR
 
-from detkit.checkpoints import CHECKPOINT_FORMAT_VERSION
+from detkit.checkpoints import CHECKPOINT_FORMAT_VERSION, migrate_checkpoint
 from detkit.config import instantiate, resolve
 from detkit.evaluation import COCO_STAT_NAMES
 from detkit.evaluation import CocoEvaluator
@@ -49,6 +49,7 @@ class DetectionModule(LightningModule):
         num_classes: int = 3,
         class_names: list[str] | None = None,
         input_size: int = 640,
+        pad_multiple: int = 32,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = None,
         lr_scheduler_interval: Literal["epoch", "step"] = "epoch",
@@ -65,6 +66,8 @@ class DetectionModule(LightningModule):
             class_names: one name per class; linked from the data.
             input_size: side of the square letterbox the data feeds the detector; linked from the
                 data and saved in checkpoints for :func:`detkit.load_detector`.
+            pad_multiple: the data's letterbox pads its square to a multiple of this; linked from
+                the data and saved in checkpoints likewise.
             optimizer: optimizer class and its arguments (receives the trainable parameters).
             lr_scheduler: learning-rate scheduler class and arguments, or none for a constant rate.
             lr_scheduler_interval: ``"epoch"`` or ``"step"``: when the scheduler steps.
@@ -83,6 +86,7 @@ class DetectionModule(LightningModule):
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         self.input_size = int(input_size)
+        self.pad_multiple = int(pad_multiple)
         self.val_evaluator = CocoEvaluator()
         self.test_evaluator = CocoEvaluator()
 
@@ -159,7 +163,13 @@ class DetectionModule(LightningModule):
             # A plain {class_path, init_args} dict when built through the CLI or from_config.
             "detector": detector_config if isinstance(detector_config, dict) else None,
             "input_size": self.input_size,
+            "pad_multiple": self.pad_multiple,
         }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Upgrade an older detkit checkpoint in place (weight names) before its weights load."""
+        if isinstance(checkpoint.get("detkit"), dict):
+            checkpoint.update(migrate_checkpoint(checkpoint))
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "DetectionModule":

@@ -22,7 +22,10 @@ class Target(TypedDict, total=False):
         area: ``FloatTensor[N]`` area in original-image pixels, used for COCO's size ranges.
         orig_size: ``Int64Tensor[2]`` ``(height, width)`` of the original image.
         scale: ``FloatTensor[2]`` input pixels per original pixel along ``(x, y)`` (the letterbox's
-            exact factors, see :func:`detkit.ops.boxes.letterbox_resize`).
+            exact factors, see :class:`detkit.ops.letterbox.Letterbox`).
+        orig_boxes: ``FloatTensor[N, 4]`` (evaluation items) the same boxes in original-image
+            pixels, as the reader gave them: what evaluation scores against.
+        file_name: ``str`` the image's file, relative to its reader's image folder.
     """
 
     boxes: Tensor
@@ -32,6 +35,8 @@ class Target(TypedDict, total=False):
     area: Tensor
     orig_size: Tensor
     scale: Tensor
+    orig_boxes: Tensor
+    file_name: str
 
 
 class Detections(TypedDict):

@@ -182,3 +182,20 @@ def test_shapes_config_is_the_format1_shapes_model():
     decoder_args = ("score_threshold", "topk_per_level", "nms_iou", "max_detections")
     assert [getattr(new.head.decoder, a) for a in decoder_args] == [getattr(old.head.decoder, a) for a in decoder_args]
     assert (new.head.assigner.center_sampling_radius, new.head.assigner.size_multiplier) == (1.5, 8.0)
+
+
+def test_module_loading_a_format1_checkpoint_migrates_its_weights(reference):
+    """A Trainer given ``ckpt_path`` calls ``on_load_checkpoint`` before loading the weights."""
+    from detkit.module import DetectionModule
+
+    checkpoint = _format1_checkpoint(reference)
+    detector_config = migrate_checkpoint(checkpoint)["detkit"]["detector"]
+    module = DetectionModule.from_config({"detector": detector_config, "num_classes": 3})
+    with pytest.raises(RuntimeError, match="neck"):  # without the hook the weights do not fit
+        module.load_state_dict(copy.deepcopy(checkpoint)["state_dict"])
+    module.on_load_checkpoint(checkpoint)
+    module.load_state_dict(checkpoint["state_dict"])
+    assert checkpoint["detkit"]["format_version"] == CHECKPOINT_FORMAT_VERSION
+    assert checkpoint["detkit"]["pad_multiple"] == 32  # format 1 always padded to 32
+    for name, value in reference["state_dict"].items():
+        assert torch.equal(module.detector.state_dict()[name.replace("fpn.", "neck.", 1)], value), name

@@ -93,6 +93,12 @@ def test_fit_validate_test_predict_and_load_in_fresh_process(tmp_path):
     meta = checkpoint["detkit"]
     assert meta["format_version"] == CHECKPOINT_FORMAT_VERSION == 2 and meta["class_names"] == ["circle", "square", "triangle"]
     assert meta["detector"]["class_path"] == "detkit.models.Detector" and meta["input_size"] == 96
+    assert meta["pad_multiple"] == 32
+
+    # Evaluating a checkpoint letterboxes as it was trained, whatever the config says (with a warning).
+    with pytest.warns(UserWarning, match="trained with data input_size 96; using it instead of the config's 64"):
+        cli = build_cli(args=["validate", *_tiny(tmp_path), "--data.input_size", "64", "--ckpt_path", str(best)])
+    assert cli.datamodule.input_size == 96
 
     for sub in ("validate", "test"):
         cli = build_cli(args=[sub, *_tiny(tmp_path), "--ckpt_path", str(best)])

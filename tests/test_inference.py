@@ -12,8 +12,6 @@ from detkit.inference import Predictor, load_detector
 class BrightBoxDetector(nn.Module):
     """Stands in for a detector: 'detects' the bright pixels of each letterboxed input as one box."""
 
-    stride = 32  # the letterbox pads to a multiple of the detector's largest stride
-
     def __init__(self) -> None:
         super().__init__()
         self.dummy = nn.Parameter(torch.zeros(1))
@@ -112,13 +110,10 @@ def test_load_detector_never_fetches_pretrained_backbone_weights(tmp_path, monke
     assert model.class_names == ["a", "b"] and model.input_size == 64
 
 
-def test_predictor_letterbox_pads_to_the_detectors_stride():
+def test_predictor_letterbox_pads_to_the_training_pad_multiple():
     detector = BrightBoxDetector()
-    detector.stride = 128
-    predictor = Predictor(detector, ["square"], input_size=100)
-    [result] = predictor.predict(_image_with_box())
+    [result] = Predictor(detector, ["square"], input_size=100, pad_multiple=128).predict(_image_with_box())
     assert detector.seen_shapes == [(1, 3, 128, 128)]
-    detector.stride = 8
-    predictor.predict(_image_with_box())
-    assert detector.seen_shapes[-1] == (1, 3, 104, 104)
     torch.testing.assert_close(result["boxes"], torch.tensor([[50.0, 20.0, 90.0, 60.0]]))
+    Predictor(detector, ["square"], input_size=100, pad_multiple=8).predict(_image_with_box())
+    assert detector.seen_shapes[-1] == (1, 3, 104, 104)

@@ -3,10 +3,10 @@
 Both models get the same Shapes images and augmentation, the same optimizer (AdamW with linear
 warm-up and cosine decay, gradient clipping), the same number of epochs and the same
 post-processing limits (score >= 0.05, NMS 0.6, 100 detections), and are scored by the same
-:class:`detkit.evaluation.DetectionEvaluator` (COCO mAP) on the Shapes test split. Random init for
+:class:`detkit.evaluation.CocoEvaluator` (COCO mAP) on the Shapes test split. Random init for
 both (nothing is downloaded).
 
-    python tools/accuracy.py --config configs/fcos_r50_fpn_coco.yaml --epochs 4 --size 128
+    python -m tools.accuracy --config configs/fcos_r50_fpn_coco.yaml --epochs 4 --size 128
 """
 
 from __future__ import annotations
@@ -14,24 +14,22 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmark import detkit_detector, torchvision_detector  # noqa: E402
-
-from detkit.data import ShapesDataModule  # noqa: E402
-from detkit.evaluation import DetectionEvaluator  # noqa: E402
+from detkit.data import DetectionDataModule, ShapesReader
+from detkit.evaluation import CocoEvaluator
+from tools.benchmark import detkit_detector, torchvision_detector
 
 
 def train_and_evaluate(name: str, args: argparse.Namespace) -> dict:
     torch.manual_seed(0)
-    data = ShapesDataModule(
-        num_train=args.train_images, num_val=8, num_test=args.test_images, input_size=args.size,
-        batch_size=args.batch, num_workers=args.workers,
+    data = DetectionDataModule(
+        train=ShapesReader(args.train_images, seed=0), val=ShapesReader(8, seed=1),
+        test=ShapesReader(args.test_images, seed=2), input_size=args.size, batch_size=args.batch,
+        num_workers=args.workers,
     )  # fmt: skip
     data.setup("fit")
     data.setup("test")
@@ -63,7 +61,7 @@ def train_and_evaluate(name: str, args: argparse.Namespace) -> dict:
     train_s = time.perf_counter() - start
 
     model.eval()
-    evaluator = DetectionEvaluator()
+    evaluator = CocoEvaluator()
     with torch.inference_mode():
         for images, targets in data.test_dataloader():
             detections = model.predict_batch(images) if name == "detkit" else model(list(images))

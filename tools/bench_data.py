@@ -1,6 +1,6 @@
 """Loader throughput per worker: detkit (PIL decode + albumentations + collate) vs the same steps in torchvision.transforms.v2.
 
-    python tools/bench_data.py [--root ../shared/data/raccoon] [--size 640] [--epochs 2]
+    python -m tools.bench_data [--root ../shared/data/raccoon] [--size 640] [--epochs 2]
 
 Both pipelines decode each JPEG, resize the longest side to ``size`` times a random factor in
 [0.6, 1.4], pad/random-crop to ``size x size``, flip horizontally (p=0.5), jitter brightness /
@@ -21,7 +21,7 @@ from torchvision import tv_tensors
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import v2
 
-from detkit.data import TransformedDataset, VocDetection, collate_detection, train_transforms
+from detkit.data import TrainTransform, TransformedDataset, VocReader, collate_detection
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 class TorchvisionDataset(torch.utils.data.Dataset):
     """The same files and boxes through ``torchvision.io.decode_image`` and a ``transforms.v2`` pipeline."""
 
-    def __init__(self, voc: VocDetection, size: int) -> None:
+    def __init__(self, voc: VocReader, size: int) -> None:
         self.voc = voc
         self.size = size
         self.transforms = v2.Compose(
@@ -80,8 +80,9 @@ def main() -> None:
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
     torch.manual_seed(0)
-    voc = VocDetection(args.root / "images", args.root / "annotations")
-    detkit = TransformedDataset(voc, train_transforms(args.size), args.size)
+    voc = VocReader(str(args.root / "images"), str(args.root / "annotations"))
+    voc.load()
+    detkit = TransformedDataset(voc, TrainTransform(args.size))
     results = {}
     for name, dataset in (("detkit (albumentations)", detkit), ("torchvision.transforms.v2", TorchvisionDataset(voc, args.size))):
         results[name] = _throughput(dataset, args.batch_size, args.epochs)

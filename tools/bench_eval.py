@@ -5,8 +5,8 @@ Generates a synthetic COCO ground truth and results file (default 5,000 images x
 loading included, as a user pays them), checks that all report the same 12 stats and prints the
 times and speed-ups over pycocotools::
 
-    python tools/bench_eval.py                # full size
-    python tools/bench_eval.py --images 500   # quick
+    python -m tools.bench_eval                # full size
+    python -m tools.bench_eval --images 500   # quick
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ parameters. Every model gets the same images, targets, input size, batch size, p
 device; torchvision models are built with random weights, ``min_size = max_size = --size`` (so
 they do not resize to 800 px) and the same number of classes.
 
-    python tools/benchmark.py --config configs/fcos_r50_fpn_coco.yaml --device cpu --size 512 --batch 2
+    python -m tools.benchmark --config configs/fcos_r50_fpn_coco.yaml --device cpu --size 512 --batch 2
 """
 
 from __future__ import annotations
@@ -26,34 +26,22 @@ import torch
 PEERS = ("torchvision_fcos_resnet50_fpn", "torchvision_retinanet_resnet50_fpn")
 
 
-def _merge(base: dict, override: dict) -> dict:
-    """Deep-merge ``override`` into ``base`` (a later ``--config`` wins, as in ``detkit fit``)."""
-    merged = dict(base)
-    for key, value in override.items():
-        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
-    return merged
-
-
 def detkit_detector(configs: list[Path], num_classes: int) -> torch.nn.Module:
-    """The ``model.detector`` block of detkit configs (later files override), with random backbone weights."""
-    import yaml
-
+    """The ``model.detector`` of detkit configs (later files override), parsed by the same CLI as
+    ``detkit fit``, with random backbone weights (never downloaded; speed does not depend on them)."""
+    from detkit.cli import parse_config
     from detkit.inference import instantiate_detector
 
-    block: dict = {}
-    for config in configs:
-        block = _merge(block, (yaml.safe_load(config.read_text()).get("model") or {}).get("detector") or {})
-    backbone = block["init_args"]["backbone"].setdefault("init_args", {})
-    if "weights" in backbone:
-        backbone["weights"] = None  # never download; speed does not depend on the values
-    return instantiate_detector(block, num_classes)
+    config = parse_config([f"--config={path}" for path in configs])
+    return instantiate_detector(config.model.detector.as_dict(), num_classes, pretrained_backbone=False)
 
 
 def make_batch(size: int, batch: int, num_classes: int) -> tuple[torch.Tensor, list[dict]]:
     """``batch`` letterboxed Shapes images at ``size`` px with their targets (deterministic)."""
-    from detkit.data import ShapesDataset, TransformedDataset, collate_detection, eval_transforms
+    from detkit.data import EvalTransform, ShapesReader, TransformedDataset, collate_detection
 
-    data = TransformedDataset(ShapesDataset(batch, seed=123, min_image_size=size // 2, max_image_size=size), eval_transforms(size), size)
+    reader = ShapesReader(batch, seed=123, min_image_size=size // 2, max_image_size=size)
+    data = TransformedDataset(reader, EvalTransform(size))
     images, targets = collate_detection([data[i] for i in range(batch)])
     for t in targets:
         t["labels"] = t["labels"] % num_classes
@@ -231,7 +219,7 @@ def main() -> None:
         return
     rows = []
     for name in args.models:
-        cmd = [sys.executable, __file__, *sys.argv[1:], "--one", name]
+        cmd = [sys.executable, "-m", "tools.benchmark", *sys.argv[1:], "--one", name]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
             sys.exit(f"{name} failed:\n{done.stderr[-4000:]}")

@@ -94,7 +94,7 @@ def evaluate_checkpoint(
 
     predictor = load_detector(ckpt_path, device=device)
     args = [f"--config={path}" for path in configs] + data_overrides
-    datamodule = build_data([*args, f"--data.input_size={predictor.input_size}"])
+    datamodule = build_data(args, ckpt_path=ckpt_path)
     if list(predictor.class_names) != list(datamodule.class_names):
         raise ValueError(f"{ckpt_path} was trained on classes {predictor.class_names}, the data has {datamodule.class_names}")
     datamodule.setup("test")

@@ -41,6 +41,14 @@ def _preset(name: str, hflip_prob: float, color_jitter: float) -> list[dict[str,
     )
 
 
+#: albumentations transforms that resize the whole image: training sizes come from the letterbox
+#: (``input_size``, ``scale_range``, ``multiscale_sizes``), so these are refused in augmentation lists.
+RESIZING_TRANSFORMS = frozenset(
+    {"Resize", "LongestMaxSize", "SmallestMaxSize", "RandomScale", "RandomResizedCrop", "RandomSizedCrop",
+     "RandomSizedBBoxSafeCrop"}
+)  # fmt: skip
+
+
 def _transform_class(name: str, where: str) -> type:
     short = name.rsplit(".", 1)[-1]
     if "." in name and not (name.startswith("albumentations.") or name.startswith("A.")):
@@ -52,6 +60,12 @@ def _transform_class(name: str, where: str) -> type:
         close = difflib.get_close_matches(short, known, n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ValueError(f"{where}: unknown albumentations transform {name!r}{hint}")
+    if short in RESIZING_TRANSFORMS:
+        raise ValueError(
+            f"{where}: {short} resizes the image, which detkit's letterbox does (data.input_size, "
+            "data.scale_range for random scale, data.multiscale_sizes); use a crop such as "
+            "BBoxSafeRandomCrop or RandomCrop after it instead"
+        )
     return cls
 
 

@@ -1,0 +1,1 @@
+"""Benchmarks and utilities over detkit's public API; run from the repository root as ``python -m tools.NAME``."""
