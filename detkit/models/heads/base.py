@@ -17,7 +17,7 @@ from torch.nn.utils.rnn import pad_sequence
 from detkit.models.backbones import FeatureInfo
 from detkit.types import Detections, Target
 
-__all__ = ["DenseHead", "batch_targets", "make_points"]
+__all__ = ["DenseHead", "batch_targets", "distributed_mean", "make_points"]
 
 
 class DenseHead(nn.Module, abc.ABC):
@@ -126,6 +126,23 @@ def make_points(
         points.append(torch.stack((xx.reshape(-1), yy.reshape(-1)), dim=-1))
         point_strides.append(torch.full((h * w,), float(s), device=device, dtype=dtype))
     return torch.cat(points), torch.cat(point_strides)
+
+
+def distributed_mean(value: Tensor) -> Tensor:
+    """``value`` averaged over the processes of the default group (itself when not distributed).
+
+    Loss normalisers (such as the number of positives) go through this, so that the loss of a DDP
+    run with ``N`` processes of batch ``b`` equals a one-process run of batch ``N * b`` (mmdet's
+    ``reduce_mean``). The all-reduce carries no gradient (normalisers are constants).
+    """
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return value
+    world = torch.distributed.get_world_size()
+    if world == 1:
+        return value
+    total = value.detach().clone()
+    torch.distributed.all_reduce(total, op=torch.distributed.ReduceOp.SUM)
+    return total / world
 
 
 def batch_targets(targets: Sequence[Target], device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
