@@ -105,7 +105,19 @@ class Predictor(nn.Module):
         return results
 
 
-def instantiate_detector(config: dict[str, Any], num_classes: int, pretrained_backbone: bool = True) -> Detector:
+def _class_paths(config: Any) -> list[str]:
+    """Every ``class_path`` in a nested config."""
+    if isinstance(config, dict):
+        own = [str(config["class_path"])] if "class_path" in config else []
+        return own + [path for value in config.values() for path in _class_paths(value)]
+    if isinstance(config, (list, tuple)):
+        return [path for value in config for path in _class_paths(value)]
+    return []
+
+
+def instantiate_detector(
+    config: dict[str, Any], num_classes: int, pretrained_backbone: bool = True, trusted: Sequence[str] = ()
+) -> Detector:
     """Build a detector from its plain ``{class_path, init_args}`` config (as saved in checkpoints).
 
     Args:
@@ -113,10 +125,18 @@ def instantiate_detector(config: dict[str, Any], num_classes: int, pretrained_ba
         num_classes: number of classes.
         pretrained_backbone: load the backbone's configured pretrained ``weights``; ``False``
             builds it with random weights (for a state dict that replaces them anyway: no download).
+        trusted: modules besides ``detkit`` whose classes the config may name (your own heads,
+            necks or backbones); importing a module runs its code, so nothing else is imported.
     """
-    class_path = str(config.get("class_path", ""))
-    if not class_path.startswith("detkit."):
-        raise ValueError(f"refusing to build detector class {class_path!r}: only detkit classes are loaded")
+    prefixes = ("detkit.", *(f"{name.rstrip('.')}." for name in trusted))
+    if not str(config.get("class_path", "")).startswith("detkit."):
+        raise ValueError(f"refusing to build detector class {config.get('class_path')!r}: only detkit classes are loaded")
+    foreign = [path for path in _class_paths(config) if not path.startswith(prefixes)]
+    if foreign:
+        raise ValueError(
+            f"the detector config names classes outside detkit: {', '.join(sorted(set(foreign)))}; "
+            "pass their modules as trusted=[...] to load them (importing a module runs its code)"
+        )
     backbone = (config.get("init_args") or {}).get("backbone")
     if not pretrained_backbone and isinstance(backbone, dict) and "weights" in (backbone.get("init_args") or {}):
         backbone = {**backbone, "init_args": {**backbone["init_args"], "weights": None}}
@@ -124,12 +144,13 @@ def instantiate_detector(config: dict[str, Any], num_classes: int, pretrained_ba
     return instantiate(Callable[[int], Detector], config)(num_classes)
 
 
-def load_detector(path: str | Path, device: str | torch.device = "cpu") -> Predictor:
+def load_detector(path: str | Path, device: str | torch.device = "cpu", trusted: Sequence[str] = ()) -> Predictor:
     """Load a checkpoint written by ``detkit fit`` into a ready :class:`Predictor` in eval mode.
 
-    Loading uses ``torch.load(weights_only=True)``: a checkpoint cannot run code. No Trainer or
-    config file is needed; the detector's config, class names and input size come from the
-    checkpoint's ``detkit`` block.
+    Loading uses ``torch.load(weights_only=True)`` and builds only detkit classes (plus those of the
+    ``trusted`` modules, e.g. ``trusted=["my_heads"]`` for your own head): a checkpoint cannot run
+    code. No Trainer or config file is needed; the detector's config, class names and input size
+    come from the checkpoint's ``detkit`` block.
     """
     path = Path(path)
     if not path.is_file():
@@ -148,7 +169,7 @@ def load_detector(path: str | Path, device: str | torch.device = "cpu") -> Predi
             "build it with DetectionModule.from_config(...) or through the detkit CLI"
         )
     # The checkpoint holds every weight: build the backbone without fetching pretrained ones.
-    detector = instantiate_detector(meta["detector"], meta["num_classes"], pretrained_backbone=False)
+    detector = instantiate_detector(meta["detector"], meta["num_classes"], pretrained_backbone=False, trusted=trusted)
     prefix = "detector."
     state = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
     detector.load_state_dict(state)

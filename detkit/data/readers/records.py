@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from detkit.data.images import ImageReadError, read_image
-from detkit.data.readers.base import DatasetIssues, Reader
+from detkit.data.images import ImageReadError, image_size, read_image
+from detkit.data.readers.base import DatasetIssues, Reader, examples
 
 __all__ = ["DetectionRecords", "Records", "empty_target", "sanitize_boxes"]
 
@@ -70,7 +70,8 @@ class DetectionRecords(Reader):
     """Base of file-backed readers: image files with per-box targets parsed once, on first use.
 
     Subclasses implement :meth:`_parse` (list the files, parse the annotations, warn about what
-    they repaired) and ``__repr__``. Items are ``(image uint8 [H, W, 3] RGB, target)`` as in
+    they repaired) and ``__repr__``; a format that does not annotate image sizes reads them with
+    :meth:`_probe_size` and reports the images it skipped with :meth:`_warn_unreadable`. Items are ``(image uint8 [H, W, 3] RGB, target)`` as in
     :class:`~detkit.data.readers.base.Reader`, with ``image_id`` (the format's id, else the index)
     and ``file_name`` (relative to ``images_dir``); an image whose size differs from its
     annotation raises :class:`~detkit.data.images.ImageReadError`.
@@ -99,6 +100,35 @@ class DetectionRecords(Reader):
     def _parse(self) -> Records:
         """List the images and parse their annotations (called once, by :meth:`load`)."""
         raise NotImplementedError
+
+    def _probe_size(self, name: str, issues: DatasetIssues) -> tuple[int, int] | None:
+        """``(height, width)`` of ``images_dir / name`` from its header, for images whose annotation has no size.
+
+        With ``skip_unreadable`` an image that cannot be read is added to ``issues.unreadable`` and
+        ``None`` is returned (the caller leaves the image out); otherwise the error propagates.
+
+        Raises:
+            ImageReadError: The image cannot be read and ``skip_unreadable`` is off.
+        """
+        try:
+            return image_size(self.images_dir / name)
+        except ImageReadError:
+            if not self.skip_unreadable:
+                raise
+            issues.unreadable.append(name)
+            return None
+
+    def _warn_unreadable(self, issues: DatasetIssues, stacklevel: int) -> None:
+        """One warning counting the images :meth:`_probe_size` skipped, naming a few (none if none were).
+
+        ``stacklevel`` is counted from the caller (usually :meth:`_parse`), as for ``warnings.warn``.
+        """
+        if issues.unreadable:
+            warnings.warn(
+                f"skipped {len(issues.unreadable)} unreadable images in {self.images_dir} "
+                f"(e.g. {examples(issues.unreadable)})",
+                stacklevel=stacklevel + 1,
+            )
 
     def load(self) -> DetectionRecords:
         """Parse the annotations now (otherwise done on first use); returns ``self``."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import warnings
 import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from detkit.data.images import IMAGE_EXTENSIONS, ImageReadError, image_size
+from detkit.data.images import IMAGE_EXTENSIONS
 from detkit.data.readers.base import DatasetIssues, examples
 from detkit.data.readers.records import DetectionRecords, Records, empty_target, sanitize_boxes
 
@@ -194,9 +193,7 @@ class VocReader(DetectionRecords):
         if not records.files:
             raise ValueError(f"no images with annotations in {self.annotations_dir} (images: {self.images_dir})")
         issues.warn(stacklevel=6)
-        if issues.unreadable:
-            warnings.warn(f"skipped {len(issues.unreadable)} unreadable images in {self.images_dir} "
-                          f"(e.g. {examples(issues.unreadable)})", stacklevel=6)  # fmt: skip
+        self._warn_unreadable(issues, stacklevel=6)
         return records
 
     def _image_of(self, xml: Path, filename: str) -> str | None:
@@ -216,12 +213,8 @@ class VocReader(DetectionRecords):
     ) -> None:
         issues = records.issues
         if size is None:
-            try:
-                size = image_size(self.images_dir / name)
-            except ImageReadError:
-                if not self.skip_unreadable:
-                    raise
-                issues.unreadable.append(name)
+            size = self._probe_size(name, issues)
+            if size is None:  # unreadable, skipped
                 return
         if not objects:
             issues.background_images.append(name)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import warnings
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import yaml
 
-from detkit.data.images import IMAGE_EXTENSIONS, ImageReadError, image_size
+from detkit.data.images import IMAGE_EXTENSIONS
 from detkit.data.readers.base import DatasetIssues, examples
 from detkit.data.readers.records import DetectionRecords, Records, empty_target, sanitize_boxes
 
@@ -132,12 +131,8 @@ class YoloReader(DetectionRecords):
         files, sizes, targets = [], [], []
         unknown: list[str] = []
         for name in images:
-            try:
-                size = image_size(self.images_dir / name)
-            except ImageReadError:
-                if not self.skip_unreadable:
-                    raise
-                issues.unreadable.append(name)
+            size = self._probe_size(name, issues)
+            if size is None:  # unreadable, skipped
                 continue
             label_file = self.labels_dir / Path(name).with_suffix(".txt")
             if label_file.is_file():
@@ -157,12 +152,7 @@ class YoloReader(DetectionRecords):
         if not files:
             raise ValueError(f"no readable images in {self.images_dir} ({len(issues.unreadable)} unreadable)")
         issues.warn(stacklevel=6)
-        if issues.unreadable:
-            warnings.warn(
-                f"skipped {len(issues.unreadable)} unreadable images in {self.images_dir} "
-                f"(e.g. {examples(issues.unreadable)})",
-                stacklevel=6,
-            )
+        self._warn_unreadable(issues, stacklevel=6)
         return Records(files=files, sizes=sizes, targets=targets, class_names=class_names, issues=issues)
 
 
