@@ -168,6 +168,7 @@ def test_detkit_test_and_evaluate_checkpoint_agree_on_boxes_crossing_the_border(
     assert main(["--ckpt_path", str(ckpt), "--config", str(config), "--out", str(tmp_path / "report")]) == 0
     stats = json.loads(capsys.readouterr().out)
     assert stats["map"] > 0.01 and stats["map_50"] > 0.05, stats  # not a trivial 0 == 0
+    print("detkit test:", {k: logged[k] for k in STAT_NAMES}, "\ndetkit evaluate:", {k: stats[k] for k in STAT_NAMES})
     for name in STAT_NAMES:
         assert stats[name] == pytest.approx(logged[name], abs=1e-6), name
     scored = json.loads((tmp_path / "report" / "ground_truth.json").read_text())
