@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Literal
 
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from torch import Tensor
+from torch import Tensor, nn
 from torch.optim.lr_scheduler import LinearLR
 
 from detkit.checkpoints import CHECKPOINT_FORMAT_VERSION, migrate_checkpoint
@@ -34,6 +35,25 @@ def to_original_pixels(detections: list[Detections], targets: list[Target]) -> t
     return dets_out, targets_out
 
 
+def weight_decay_groups(module: nn.Module) -> list[dict[str, Any]]:
+    """The trainable parameters of ``module`` in two optimizer parameter groups.
+
+    ``{"name": "decay", "params": [...]}`` holds the convolution and linear weights (tensors of 2 or
+    more dimensions) and takes the optimizer's own ``weight_decay``; ``{"name": "no_decay", "params":
+    [...], "weight_decay": 0.0}`` holds every 1-dimensional parameter: normalisation weights and
+    biases, all biases, and per-level multipliers such as ``FCOSHead.scales``. Decaying those pulls
+    them towards 0 for no regularising benefit (a norm's scale, a class prior, a stride scale).
+    Frozen parameters are left out; an empty group is dropped.
+    """
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    for param in module.parameters():
+        if param.requires_grad:
+            (decay if param.ndim >= 2 else no_decay).append(param)
+    groups = [{"name": "decay", "params": decay}, {"name": "no_decay", "params": no_decay, "weight_decay": 0.0}]
+    return [group for group in groups if group["params"]]
+
+
 class DetectionModule(LightningModule):
     """Trains a detector with injected optimizer and scheduler; validates and tests with COCO mAP.
 
@@ -41,6 +61,13 @@ class DetectionModule(LightningModule):
     ``val/map_50``, ... (``test/...`` under ``detkit test``). The checkpoint carries a ``detkit``
     block (format version, class names, detector config, input size) that
     :func:`detkit.load_detector` reads without Lightning's Trainer.
+
+    Weight decay applies to convolution and linear weights only (see :func:`weight_decay_groups`).
+    For an exponential moving average of the weights, add :class:`detkit.callbacks.EMA` (Lightning's
+    ``EMAWeightAveraging`` with a ramped decay) to ``trainer.callbacks``: validation runs on the
+    averaged weights, checkpoints hold them as ``state_dict`` (what ``detkit test --ckpt_path`` and
+    :func:`detkit.load_detector` read) with the raw weights beside them for resuming, and the
+    module holds the averaged weights once ``fit`` ends.
     """
 
     def __init__(
@@ -53,7 +80,10 @@ class DetectionModule(LightningModule):
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = None,
         lr_scheduler_interval: Literal["epoch", "step"] = "epoch",
-        warmup_steps: int = 100,
+        # Linear learning-rate warm-up
+        warmup_epochs: float = 1.0,
+        warmup_min_steps: int = 20,
+        warmup_steps: int | None = None,
         warmup_start_factor: float = 0.001,
         compile: bool = False,
     ) -> None:
@@ -68,15 +98,33 @@ class DetectionModule(LightningModule):
                 data and saved in checkpoints for :func:`detkit.load_detector`.
             pad_multiple: the data's letterbox pads its square to a multiple of this; linked from
                 the data and saved in checkpoints likewise.
-            optimizer: optimizer class and its arguments (receives the trainable parameters).
+            optimizer: optimizer class and its arguments; it receives the trainable parameters
+                as two groups, the second with ``weight_decay: 0`` (norms, biases, scales; see
+                :func:`weight_decay_groups`), so its ``weight_decay`` applies to conv and linear
+                weights only.
             lr_scheduler: learning-rate scheduler class and arguments, or none for a constant rate.
             lr_scheduler_interval: ``"epoch"`` or ``"step"``: when the scheduler steps.
-            warmup_steps: optimizer steps of linear learning-rate warm-up (0 turns it off).
+            warmup_epochs: length of the linear learning-rate warm-up in epochs of the training
+                data (a fraction such as 0.5 is allowed), turned into optimizer steps from the
+                number of training batches per epoch (per process, after gradient accumulation).
+                On a small dataset this keeps the warm-up a fixed share of the run rather than a
+                fixed step count that may outlast it.
+            warmup_min_steps: floor of the warm-up in optimizer steps, for datasets so small that
+                an epoch is a handful of steps. The warm-up lasts
+                ``max(round(warmup_epochs * steps_per_epoch), warmup_min_steps)`` steps; both 0
+                turn it off.
+            warmup_steps: exact length of the warm-up in optimizer steps, overriding
+                ``warmup_epochs`` and ``warmup_min_steps`` when given (0 turns it off).
             warmup_start_factor: learning-rate multiplier at the first warm-up step.
             compile: compile the detector's forward with ``torch.compile`` (slow first steps,
                 faster after; see ``tools/benchmark.py --compile`` for its effect on your machine).
         """
         super().__init__()
+        if warmup_epochs < 0 or warmup_min_steps < 0 or (warmup_steps is not None and warmup_steps < 0):
+            raise ValueError(
+                f"warm-up lengths must be >= 0, got warmup_epochs={warmup_epochs}, "
+                f"warmup_min_steps={warmup_min_steps}, warmup_steps={warmup_steps}"
+            )
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"class_names has {len(class_names)} names but num_classes is {num_classes}")
         self.save_hyperparameters()
@@ -90,7 +138,9 @@ class DetectionModule(LightningModule):
         self.val_evaluator = CocoEvaluator()
         self.test_evaluator = CocoEvaluator()
 
-    def configure_model(self) -> None:
+    def setup(self, stage: str) -> None:
+        # Here rather than in configure_model: callbacks such as EMAWeightAveraging copy the module
+        # in their own setup (which runs first) and warn about modules that override configure_model.
         if self.hparams.compile:
             self.detector.compile()
 
@@ -141,12 +191,35 @@ class DetectionModule(LightningModule):
         ]
 
     # ---- optimisation ---------------------------------------------------------------------
+    def warmup_length(self, steps_per_epoch: int | None) -> int:
+        """Optimizer steps of warm-up for epochs of ``steps_per_epoch`` steps (``None``: unknown,
+        as for a module outside a Trainer or an iterable dataset without a length, then the floor
+        ``warmup_min_steps``). ``warmup_steps``, when set, is the answer whatever the epoch."""
+        if self.hparams.warmup_steps is not None:
+            return int(self.hparams.warmup_steps)
+        from_epochs = round(self.hparams.warmup_epochs * steps_per_epoch) if steps_per_epoch else 0
+        return max(from_epochs, int(self.hparams.warmup_min_steps))
+
+    def _steps_per_epoch(self) -> int | None:
+        """Optimizer steps in one training epoch of this process, ``None`` when not known."""
+        trainer = self._trainer
+        if trainer is None:
+            return None
+        if trainer.train_dataloader is None:
+            # As trainer.estimated_stepping_batches does (which skips it for runs limited by max_steps).
+            trainer.fit_loop.setup_data()
+        batches = trainer.num_training_batches
+        if not math.isfinite(batches) or batches <= 0:
+            return None
+        return math.ceil(batches / trainer.accumulate_grad_batches)
+
     def configure_optimizers(self) -> Any:
-        params = [p for p in self.parameters() if p.requires_grad]
-        optimizer = self.optimizer_factory(params)
+        optimizer = self.optimizer_factory(weight_decay_groups(self))
         schedulers = []
-        if self.hparams.warmup_steps > 0:
-            warmup = LinearLR(optimizer, start_factor=self.hparams.warmup_start_factor, total_iters=self.hparams.warmup_steps)
+        needs_epoch = self.hparams.warmup_steps is None and self.hparams.warmup_epochs > 0
+        warmup_steps = self.warmup_length(self._steps_per_epoch() if needs_epoch else None)
+        if warmup_steps > 0:
+            warmup = LinearLR(optimizer, start_factor=self.hparams.warmup_start_factor, total_iters=warmup_steps)
             schedulers.append({"scheduler": warmup, "interval": "step"})
         if self.lr_scheduler_factory is not None:
             main = self.lr_scheduler_factory(optimizer)

@@ -1,4 +1,5 @@
-"""Multi-process training through Lightning's DDP on CPU (gloo): identical ranks, each val image once."""
+"""Multi-process training through Lightning's DDP on CPU (gloo): identical ranks, each val image once, and a
+loss normaliser that makes N processes of batch b train like one process of batch N * b."""
 
 import json
 import os
@@ -82,3 +83,32 @@ def test_two_process_ddp_fit_keeps_ranks_identical_and_counts_val_images_once(tm
     for got, want in zip(merged, expected):
         assert got["labels"] == want["labels"] and got["names"] == want["names"]
         assert got["scores"] == pytest.approx(want["scores"], abs=1e-5)
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed not available")
+def test_two_process_loss_normaliser_matches_one_process_of_the_total_batch(tmp_path):
+    """2 gloo processes of batch 2 (gradients averaged, as DDP does) give one process's batch-4
+    gradient because FCOSLoss averages its positives count across processes; with per-process
+    counts they do not (the two halves of the batch have different numbers of positives)."""
+    import ddp_normaliser
+
+    out = tmp_path / "grads.pt"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests" / "support"), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(
+        [sys.executable, str(REPO / "tests" / "support" / "ddp_normaliser.py"), str(out)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-4000:]
+    ddp = torch.load(out, weights_only=True)
+
+    loss, grads = ddp_normaliser.gradients(*ddp_normaliser.fixed_batch())
+
+    def relative_error(got: dict[str, torch.Tensor]) -> dict[str, float]:  # per tensor, float32 sums differ in order
+        return {n: float((got[n] - g).norm() / g.norm().clamp(min=1e-12)) for n, g in grads.items()}
+
+    torch.testing.assert_close(ddp["averaged"]["loss"], loss, rtol=1e-5, atol=1e-6)
+    errors = relative_error(ddp["averaged"]["grads"])
+    assert max(errors.values()) < 1e-4, sorted(errors.items(), key=lambda item: -item[1])[:3]
+
+    errors = relative_error(ddp["per_process"]["grads"])  # about 4 % here (median over the tensors)
+    assert sorted(errors.values())[len(errors) // 2] > 5e-3, "without the cross-process average the gradient must change"

@@ -1,12 +1,59 @@
-"""Accuracy side by side: a detkit detector and torchvision's FCOS trained through the same harness.
+"""Accuracy at one wall-clock budget: detkit configs, torchvision FCOS and Ultralytics YOLO11n, one table.
 
-Both models get the same Shapes images and augmentation, the same optimizer (AdamW with linear
-warm-up and cosine decay, gradient clipping), the same number of epochs and the same
-post-processing limits (score >= 0.05, NMS 0.6, 100 detections), and are scored by the same
-:class:`detkit.evaluation.CocoEvaluator` (COCO mAP) on the Shapes test split. Random init for
-both (nothing is downloaded).
+Every row learns the same training split (raccoon's csv split by default: 160 train / 40 test
+images) at one input size and batch size, within one wall-clock budget per training, and every row
+is scored by detkit's own evaluator (``detkit evaluate``: COCO mAP@[.5:.95] and mAP50) on the same
+test images against the same ground truth, in original image pixels. Nothing is downloaded.
 
-    python -m tools.accuracy --config configs/fcos_r50_fpn_coco.yaml --epochs 4 --size 128
+Rows:
+- **detkit** (``--detkit NAME=CONFIG[,CONFIG...]``, later configs override; default:
+  :data:`DEFAULT_ROWS`): trained by ``detkit fit`` in a subprocess (``--data.input_size``,
+  ``--data.batch_size``, ``--seed_everything`` and the epochs set from here; no validation during
+  training; a cosine ``T_max`` follows the epochs), the ``last.ckpt`` scored by
+  ``detkit evaluate --ckpt_path ... --out``. Each config trains once per ``--seeds`` (default
+  0 1 2) and the table gives the median and the range (min-max).
+- **torchvision FCOS** (``--peers torchvision_fcos_resnet50_fpn``, or ``..._resnet18_fpn``) built
+  as torchvision builds it without pretrained weights (BatchNorm, every layer trained), trained by a
+  plain loop on the same DetectionDataModule (the ``--data-config`` data block: same images,
+  letterbox, augmentation and mosaic schedule) with AdamW, linear warm-up, cosine decay and gradient
+  clipping; post-processing score >= 0.05, NMS 0.6, 100 detections.
+- **Ultralytics YOLO11n** (``--peers yolo11n``) trained by Ultralytics itself (``tools/yolo_peer.py``,
+  run by ``--yolo-python``: an environment with the ``bench`` extra) from ``yolo11n.yaml`` (no
+  weights), ``YOLO_OFFLINE=1``, ``pretrained=False``, ``amp=False``, ``plots=False``, on a copy of
+  the split written in YOLO format in a temporary folder; its predictions on the test images
+  (``conf=0.001``, ``max_det=100``) are converted to a COCO results json (the test reader's image
+  ids and category ids) and scored with ``detkit evaluate --gt --dt``. (Ultralytics' own ``val``
+  matches boxes by IoU rather than by score, so its mAP differs from COCO's: slightly for trained
+  models, widely for barely trained ones.)
+
+Budget: ``--budget auto`` (default) is the wall time of YOLO11n's ``--yolo-epochs`` (30) epochs on
+this machine, measured first; or ``--budget SECONDS``. detkit rows get the number of epochs that a
+short ``detkit fit`` probe (a few training steps) says fits the budget, with ``--trainer.max_time``
+as the hard stop; torchvision FCOS fixes its epochs after its first steps and epoch, and stops at
+the budget. ``--epochs N`` instead trains detkit and torchvision rows N epochs each (budget unused).
+
+Columns: mAP, mAP50, training wall time (detkit rows: the whole ``detkit fit`` process, start-up
+included), epochs run, CPU latency at batch 1 (median; network + decoding + NMS of one letterboxed
+test image, no image decoding; on ``--latency-threads``, default torch's) and GFLOPs of that forward
+(a multiply-add is 2 FLOPs), at each model's own input size (``input``), and parameters. The CPU
+model and flags are printed with the table.
+Run it on an otherwise idle machine: other processes on the cores slow the training (fewer epochs
+fit the budget) and distort the latency most (``--latency-threads 1`` is the least sensitive).
+
+Ultralytics in its own environment (same torch; ``--system-site-packages`` sees detkit's)::
+
+    python -m venv --system-site-packages /tmp/yolo && /tmp/yolo/bin/pip install ultralytics
+
+Full table: one training per detkit row and seed plus one per peer, each of the budget (about
+1,450 s on a 2-core CPU: 8 trainings, about 3.5 hours, for the default rows; ``--resume`` reuses
+finished trainings after an interruption)::
+
+    python -m tools.accuracy --yolo-python /tmp/yolo/bin/python \\
+        --detkit fcos_scratch=configs/raccoon.yaml \\
+        --detkit imagenet_mnv2=configs/raccoon.yaml,configs/raccoon_imagenet.yaml \\
+        --json runs/accuracy/table.json --markdown runs/accuracy/table.md
+
+End-to-end check on a tiny budget (minutes): ``--epochs 1 --yolo-epochs 1 --seeds 0``.
 """
 
 from __future__ import annotations
@@ -14,87 +61,558 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
 import time
+import warnings
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Callable
 
+import numpy as np
 import torch
+from lightning.pytorch import Callback
 
-from detkit.data import DetectionDataModule, ShapesReader
+from detkit.cli import build_cli, build_data, parse_config
+from detkit.data import DetectionDataModule
 from detkit.evaluation import CocoEvaluator
-from tools.benchmark import detkit_detector, torchvision_detector
+from detkit.evaluation.cocojson import ground_truth_to_coco, read_json, results_to_coco, write_json
+from detkit.inference import load_detector, to_hwc_array
+from detkit.module import to_original_pixels
+from tools.benchmark import torchvision_detector
+
+REPO = Path(__file__).resolve().parents[1]
+
+#: detkit rows when no ``--detkit`` is given: name -> configs (later ones override).
+DEFAULT_ROWS = {
+    "detkit_fcos_scratch": ["configs/raccoon.yaml"],
+    "detkit_imagenet_mnv2": ["configs/raccoon.yaml", "configs/raccoon_imagenet.yaml"],
+}
+YOLO = "yolo11n"
+STARTUP_S = 15.0  # a ``detkit fit`` process's start (imports, readers) that the in-process probe does not see
 
 
-def train_and_evaluate(name: str, args: argparse.Namespace) -> dict:
-    torch.manual_seed(0)
-    data = DetectionDataModule(
-        train=ShapesReader(args.train_images, seed=0), val=ShapesReader(8, seed=1),
-        test=ShapesReader(args.test_images, seed=2), input_size=args.size, batch_size=args.batch,
-        num_workers=args.workers,
+# ---- helpers ------------------------------------------------------------------------------------
+def _config_args(configs: list[str]) -> list[str]:
+    return [f"--config={path}" for path in configs]
+
+
+def _run(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> float:
+    """Run ``cmd`` from the repository root with its output in ``log``; its wall time in seconds."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with log.open("w") as out:
+        done = subprocess.run(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env)
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-30:])
+        raise RuntimeError(f"{' '.join(cmd[:4])} ... failed ({done.returncode}); log {log}:\n{tail}")
+    return wall
+
+
+def _stats_from(stdout_log: Path) -> dict[str, float]:
+    """The stats json that ``detkit evaluate`` prints as its last stdout line."""
+    for line in reversed(stdout_log.read_text().splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    raise RuntimeError(f"no stats json in {stdout_log}")
+
+
+def evaluate(gt: Path, dt: Path, log: Path) -> dict[str, float]:
+    """``detkit evaluate --gt gt --dt dt``: the 12 COCO stats."""
+    _run([sys.executable, "-m", "detkit", "evaluate", "--gt", str(gt), "--dt", str(dt)], log)
+    return _stats_from(log)
+
+
+def cpu_latency_ms(fn: Callable[[], Any], threads: int = 0, warmup: int = 3, runs: int = 20) -> float:
+    """Median wall time of ``fn()`` in milliseconds after ``warmup`` untimed calls, on ``threads``
+    CPU threads (``0``: torch's default)."""
+    default = torch.get_num_threads()
+    torch.set_num_threads(threads or default)
+    try:
+        for _ in range(warmup):
+            fn()
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - start) * 1000)
+    finally:
+        torch.set_num_threads(default)
+    return statistics.median(times)
+
+
+def gflops(fn: Callable[[], Any]) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops() / 1e9
+
+
+def cpu_description() -> dict[str, str]:
+    """CPU model and flags (``lscpu``), core count and torch threads."""
+    info = {"model": platform.processor() or platform.machine(), "flags": ""}
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+        info["model"] = fields.get("Model name", info["model"]).strip()
+        info["flags"] = fields.get("Flags", "").strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    info["cores"] = str(os.cpu_count())
+    info["torch_threads"] = str(torch.get_num_threads())
+    info["torch"] = torch.__version__
+    return info
+
+
+def _max_time(seconds: float) -> str:
+    seconds = max(1, int(seconds))
+    return f"00:{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+# ---- the shared data ----------------------------------------------------------------------------
+def data_overrides(args: argparse.Namespace) -> list[str]:
+    """What every row's data gets from the harness: ``--size`` and ``--batch``."""
+    return [f"--data.input_size={args.size}", f"--data.batch_size={args.batch}"]
+
+
+def data_args(args: argparse.Namespace) -> list[str]:
+    """The ``detkit fit`` arguments of the harness's data: ``--data-config`` at ``--size`` and ``--batch``."""
+    return [*_config_args(args.data_config), *data_overrides(args)]
+
+
+def check_same_data(name: str, configs: list[str], reference: Any) -> None:
+    """Refuse a detkit row whose readers differ from the harness's data (one table, one split)."""
+    data = parse_config(_config_args(configs)).data
+    for split in ("train", "val", "test"):
+        mine, theirs = data.get(split), reference.get(split)
+        mine = mine.as_dict() if hasattr(mine, "as_dict") else mine
+        theirs = theirs.as_dict() if hasattr(theirs, "as_dict") else theirs
+        if mine != theirs:
+            raise ValueError(f"row {name} ({configs}) reads other {split} data than --data-config: {mine} != {theirs}")
+
+
+def write_ground_truth(datamodule: DetectionDataModule, path: Path) -> None:
+    """The test split's ground truth as ``detkit evaluate --ckpt_path`` scores it (same code path)."""
+    datamodule.setup("test")
+    evaluator = CocoEvaluator()
+    empty = {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.int64)}
+    for _, targets in datamodule.test_dataloader():
+        evaluator.update(*to_original_pixels([dict(empty) for _ in targets], targets))
+    gt, _ = evaluator.coco_inputs(datamodule.class_names, datamodule.category_ids)
+    write_json(path, ground_truth_to_coco(gt))
+
+
+def first_test_image(datamodule: DetectionDataModule) -> np.ndarray:
+    """The first test image, ``uint8 [H, W, 3]`` RGB (for the latency and FLOPs of every row)."""
+    image, _ = datamodule.reader("test")[0]
+    return image
+
+
+# ---- detkit rows ---------------------------------------------------------------------------------
+class _StepClock(Callback):
+    """Wall-clock time of every training step's start and of the last step's end."""
+
+    def __init__(self) -> None:
+        self.starts: list[float] = []
+        self.end = 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # noqa: ANN001
+        self.starts.append(time.perf_counter())
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+        self.end = time.perf_counter()
+
+
+def probe_detkit(configs: list[str], args: argparse.Namespace, root: Path, steps: int = 5) -> dict[str, float]:
+    """Seconds per training step, steps per epoch and start-up seconds of ``detkit fit CONFIGS``,
+    from ``steps`` training steps run in this process (the first one not timed)."""
+    cli = build_cli(
+        [*_config_args(configs), *data_overrides(args), "--seed_everything=0", "--trainer.max_epochs=1",
+         f"--trainer.limit_train_batches={steps}", "--trainer.limit_val_batches=0", "--trainer.num_sanity_val_steps=0",
+         "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+         f"--trainer.default_root_dir={root}", "--checkpoint.monitor=null", "--checkpoint.save_top_k=0",
+         "--checkpoint.save_last=false"],
+        run=False,
     )  # fmt: skip
+    clock = _StepClock()
+    cli.trainer.callbacks.append(clock)
+    start = time.perf_counter()
+    cli.trainer.fit(cli.model, cli.datamodule)
+    if len(clock.starts) < 2:
+        raise RuntimeError(f"probe of {configs} ran {len(clock.starts)} steps; the training split is too small")
+    return {
+        "step_s": (clock.end - clock.starts[1]) / (len(clock.starts) - 1),
+        "steps_per_epoch": len(cli.datamodule.train_dataloader()),
+        "startup_s": clock.starts[0] - start + STARTUP_S,
+    }
+
+
+def detkit_epochs(probe: dict[str, float], budget: float) -> int:
+    """Epochs of ``probe``'s pace that fit ``budget`` seconds (at least 1)."""
+    epoch_s = probe["step_s"] * probe["steps_per_epoch"]
+    return max(1, math.floor((budget - probe["startup_s"]) / epoch_s))
+
+
+def train_detkit(name: str, configs: list[str], seed: int, epochs: int, steps_per_epoch: int,
+                 budget: float | None, args: argparse.Namespace, run_dir: Path, gt_path: Path,
+                 image: np.ndarray) -> dict[str, Any]:  # fmt: skip
+    """``detkit fit`` then ``detkit evaluate --ckpt_path`` for one config and seed."""
+    overrides = [
+        *data_overrides(args), f"--seed_everything={seed}", f"--trainer.default_root_dir={run_dir}",
+        f"--trainer.max_epochs={epochs}", "--trainer.limit_val_batches=0", "--trainer.num_sanity_val_steps=0",
+        "--trainer.enable_progress_bar=false", "--checkpoint.monitor=null", "--checkpoint.save_top_k=0",
+        "--checkpoint.save_last=true",
+    ]  # fmt: skip
+    if budget is not None:
+        overrides.append(f"--trainer.max_time={_max_time(budget)}")
+    model = parse_config(_config_args(configs)).model
+    scheduler = model.get("lr_scheduler")
+    if scheduler is not None and "T_max" in (scheduler.get("init_args") or {}):
+        t_max = epochs if model.get("lr_scheduler_interval", "epoch") == "epoch" else epochs * steps_per_epoch
+        overrides.append(f"--model.lr_scheduler.init_args.T_max={t_max}")
+    elif scheduler is not None:
+        print(f"  note: {name}'s scheduler {scheduler.get('class_path')} is not fitted to {epochs} epochs", flush=True)
+    wall = _run([sys.executable, "-m", "detkit", "fit", *_config_args(configs), *overrides], run_dir / "fit.log")
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    eval_dir = run_dir / "evaluate"
+    _run([sys.executable, "-m", "detkit", "evaluate", "--ckpt_path", str(ckpt), *_config_args(configs),
+          "--out", str(eval_dir)], run_dir / "evaluate.log")  # fmt: skip
+    stats = _stats_from(run_dir / "evaluate.log")
+    steps_run = torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"]  # fewer if max_time stopped it
+    if read_json(eval_dir / "ground_truth.json") != read_json(gt_path):
+        raise RuntimeError(f"{name}: detkit evaluate scored other ground truth than {gt_path}")
+    predictor = load_detector(ckpt)
+    padded, _ = predictor.letterbox(to_hwc_array(image))
+    x = torch.from_numpy(padded.astype(np.float32) / 255.0).permute(2, 0, 1)[None]  # (1, 3, S, S)
+    run = lambda: predictor.detector.predict_batch(x)  # noqa: E731
+    with torch.inference_mode():
+        latency = cpu_latency_ms(run, args.latency_threads)
+    return {
+        "map": stats["map"], "map_50": stats["map_50"], "wall_s": wall, "epochs": round(steps_run / steps_per_epoch, 1),
+        "latency_ms": latency, "gflops": gflops(run), "input": f"{x.shape[-1]}x{x.shape[-2]}",
+        "params_m": sum(p.numel() for p in predictor.detector.parameters()) / 1e6,
+    }  # fmt: skip
+
+
+# ---- torchvision FCOS ----------------------------------------------------------------------------
+def train_torchvision(
+    name: str, seed: int, budget: float | None, args: argparse.Namespace, run_dir: Path, gt_path: Path
+) -> dict[str, Any]:
+    """torchvision's detector through a plain training loop on the harness's DetectionDataModule."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    data = build_data(data_args(args))
     data.setup("fit")
     data.setup("test")
-    if name == "detkit":
-        model = detkit_detector(args.config, data.num_classes)
-    else:
-        model = torchvision_detector(name, data.num_classes, args.size)
-        model.score_thresh, model.nms_thresh, model.detections_per_img = 0.05, 0.6, 100
+    model = torchvision_detector(name, data.num_classes, args.size, from_scratch=True)
+    model.score_thresh, model.nms_thresh, model.detections_per_img = 0.05, 0.6, 100
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.05)
+    optimizer = torch.optim.AdamW(params, lr=args.tv_lr, weight_decay=0.05)
+    loop = SimpleNamespace(current_epoch=0, max_epochs=args.epochs or 10**6)  # read by the mosaic schedule
+    data.trainer = loop
     loader = data.train_dataloader()
-    total = args.epochs * len(loader)
-    warmup = min(100, total // 5)
-    schedule = lambda step: (step + 1) / warmup if step < warmup else 0.5 * (1 + math.cos(math.pi * (step - warmup) / (total - warmup)))  # noqa: E731
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    steps = len(loader)
+    plan = {"total": args.epochs * steps if args.epochs else None}
+
+    def factor(step: int) -> float:
+        total = plan["total"] or 10**9  # before the budget fixes the epochs: warming up
+        warmup = max(1, min(100, total // 5))
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     start = time.perf_counter()
+    step, epoch = 0, 0
     model.train()
-    for _ in range(args.epochs):
+    while epoch < loop.max_epochs:
+        loop.current_epoch = epoch
         for images, targets in loader:
-            if name == "detkit":
-                loss = model.loss(images, targets)["loss"]
-            else:
-                loss = sum(model(list(images), [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets]).values())
+            loss = sum(model(list(images), [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets]).values())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 10.0)
             optimizer.step()
             scheduler.step()
-    train_s = time.perf_counter() - start
+            step += 1
+            elapsed = time.perf_counter() - start
+            if budget is not None and not args.epochs and step in (3, steps):  # fix the epochs from the pace
+                pace = elapsed / step if step == steps else (elapsed / step) * 1.1  # first steps: rough
+                loop.max_epochs = max(1, math.floor(budget / (pace * steps)))
+                plan["total"] = loop.max_epochs * steps
+            if budget is not None and not args.epochs and elapsed > budget:
+                loop.max_epochs = epoch + 1  # budget spent: stop here
+                break
+        epoch += 1
+    wall = time.perf_counter() - start
 
     model.eval()
     evaluator = CocoEvaluator()
     with torch.inference_mode():
         for images, targets in data.test_dataloader():
-            detections = model.predict_batch(images) if name == "detkit" else model(list(images))
-            evaluator.update(detections, targets)  # both sides in input pixels
-    stats = evaluator.compute()
-    return {"model": name, "map": stats["map"], "map_50": stats["map_50"], "train_s": train_s, "final_loss": float(loss.detach())}
+            evaluator.update(*to_original_pixels(model(list(images)), targets))
+    gt, dt = evaluator.coco_inputs(data.class_names, data.category_ids)
+    write_json(run_dir / "detections.json", results_to_coco(dt, gt))
+    stats = evaluate(gt_path, run_dir / "detections.json", run_dir / "evaluate.log")
+
+    x = data.test_dataset[0][0]  # the first test image as evaluated: letterboxed (3, S, S) in [0, 1]
+    run = lambda: model([x])  # noqa: E731
+    with torch.inference_mode():
+        latency = cpu_latency_ms(run, args.latency_threads)
+    return {
+        "map": stats["map"], "map_50": stats["map_50"], "wall_s": wall, "epochs": round(step / steps, 1),
+        "latency_ms": latency, "gflops": gflops(run), "input": f"{args.size}x{args.size}",
+        "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+    }  # fmt: skip
+
+
+# ---- Ultralytics YOLO11n -------------------------------------------------------------------------
+def write_yolo_dataset(datamodule: DetectionDataModule, root: Path) -> tuple[Path, dict[str, int]]:
+    """The train and test splits in YOLO format under ``root`` (images copied, not linked: Ultralytics
+    rewrites JPEGs it finds corrupt); returns the data yaml and the test image id of each file stem.
+
+    Images are renamed ``<split>_<index>``; crowd / difficult boxes (detkit ignores them) are left out.
+    """
+    stem_to_id: dict[str, int] = {}
+    for split in ("train", "test"):
+        reader = datamodule.reader(split)
+        if not hasattr(reader, "images_dir") or not hasattr(reader, "sizes"):
+            raise ValueError(f"the {split} reader {reader!r} has no image files to copy for Ultralytics")
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+        for index in range(len(reader)):
+            target = reader.target(index)
+            source = Path(reader.images_dir) / target["file_name"]
+            stem = f"{split}_{index:06d}"
+            shutil.copyfile(source, root / "images" / split / f"{stem}{source.suffix.lower()}")
+            height, width = reader.sizes[index] or reader.load_image(index).shape[:2]
+            lines = []
+            for (x1, y1, x2, y2), label, crowd in zip(target["boxes"], target["labels"], target["iscrowd"]):
+                if not crowd:
+                    cx, cy, w, h = (x1 + x2) / 2 / width, (y1 + y2) / 2 / height, (x2 - x1) / width, (y2 - y1) / height
+                    lines.append(f"{int(label)} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}")
+            (root / "labels" / split / f"{stem}.txt").write_text("".join(line + "\n" for line in lines))
+            if split == "test":
+                stem_to_id[stem] = int(target["image_id"])
+    names = "".join(f"  {k}: {json.dumps(name)}\n" for k, name in enumerate(datamodule.class_names))
+    yaml = root / "data.yaml"
+    yaml.write_text(f"path: {root.resolve()}\ntrain: images/train\nval: images/test\nnames:\n{names}")
+    return yaml, stem_to_id
+
+
+def train_yolo(seed: int, args: argparse.Namespace, run_dir: Path, gt_path: Path,
+               datamodule: DetectionDataModule) -> dict[str, Any]:  # fmt: skip
+    """Ultralytics trains YOLO11n on a YOLO-format copy of the split; detkit scores its predictions."""
+    with tempfile.TemporaryDirectory(prefix="detkit_yolo_") as tmp:
+        yaml, stem_to_id = write_yolo_dataset(datamodule, Path(tmp))
+        env = {**os.environ, "YOLO_OFFLINE": "1", "YOLO_CONFIG_DIR": str(run_dir / "ultralytics_settings")}
+        _run([args.yolo_python, "-m", "tools.yolo_peer", "--data", str(yaml), "--images", str(Path(tmp) / "images" / "test"),
+              "--out", str(run_dir), "--epochs", str(args.yolo_epochs), "--imgsz", str(args.size),
+              "--batch", str(args.batch), "--seed", str(seed), "--threads", str(args.latency_threads)],
+             run_dir / "yolo.log", env=env)  # fmt: skip
+    peer = json.loads((run_dir / "peer.json").read_text())
+    category_ids = datamodule.category_ids or list(range(1, datamodule.num_classes + 1))
+    results = [
+        {"image_id": stem_to_id[p["stem"]], "category_id": int(category_ids[c]),
+         "bbox": [x1, y1, x2 - x1, y2 - y1], "score": s}
+        for p in peer["predictions"] for (x1, y1, x2, y2), s, c in zip(p["boxes"], p["scores"], p["classes"])
+    ]  # fmt: skip
+    if len({p["stem"] for p in peer["predictions"]}) != len(stem_to_id):
+        raise RuntimeError(f"YOLO predicted {len(peer['predictions'])} of {len(stem_to_id)} test images")
+    write_json(run_dir / "detections.json", results)
+    stats = evaluate(gt_path, run_dir / "detections.json", run_dir / "evaluate.log")
+    return {
+        "map": stats["map"], "map_50": stats["map_50"], "wall_s": peer["train_s"], "epochs": peer["epochs"],
+        "latency_ms": peer["latency_ms"], "gflops": peer["gflops"], "input": peer["input"],
+        "params_m": peer["params_m"], "versions": peer["versions"],
+    }  # fmt: skip
+
+
+# ---- the table -----------------------------------------------------------------------------------
+def summarise(name: str, kind: str, configs: list[str], runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One table row: medians (and ranges) over seeds; speed from the first run."""
+    row: dict[str, Any] = {"model": name, "kind": kind, "configs": configs, "seeds": [r["seed"] for r in runs], "runs": runs}
+    for key in ("map", "map_50", "wall_s", "epochs"):
+        values = [r[key] for r in runs]
+        row[key] = statistics.median(values)
+        row[f"{key}_range"] = [min(values), max(values)]
+    for key in ("latency_ms", "gflops", "input", "params_m"):
+        row[key] = runs[0][key]
+    return row
+
+
+def _cell(row: dict[str, Any], key: str, fmt: str) -> str:
+    value = format(row[key], fmt)
+    low, high = row[f"{key}_range"]
+    return value if len(row["runs"]) == 1 else f"{value} ({format(low, fmt)}-{format(high, fmt)})"
+
+
+def format_table(rows: list[dict[str, Any]], header: str, markdown: bool = False) -> str:
+    columns = ["model", "mAP", "mAP50", "wall s", "epochs", "latency ms (bs 1)", "GFLOPs", "input", "params M", "seeds"]
+    cells = [
+        [row["model"], _cell(row, "map", ".3f"), _cell(row, "map_50", ".3f"), _cell(row, "wall_s", ".0f"),
+         _cell(row, "epochs", "g"), f"{row['latency_ms']:.1f}", f"{row['gflops']:.2f}", row["input"],
+         f"{row['params_m']:.2f}", " ".join(map(str, row["seeds"]))]
+        for row in rows
+    ]  # fmt: skip
+    if markdown:
+        lines = ["| " + " | ".join(columns) + " |", "|" + "---|" + "---:|" * (len(columns) - 1)]
+        lines += ["| " + " | ".join(c) + " |" for c in cells]
+        return header + "\n\n" + "\n".join(lines) + "\n"
+    widths = [max(len(str(x)) for x in col) for col in zip(columns, *cells)]
+
+    def line(values: list[str]) -> str:  # first column left-aligned, the others right-aligned
+        return "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(values, widths)))
+
+    rule = "-" * (sum(widths) + 2 * len(widths) - 2)
+    return "\n".join([header, "", line(columns), rule, *map(line, cells)])
+
+
+def _brief(run: dict[str, Any]) -> str:
+    return f"mAP {run['map']:.3f}  mAP50 {run['map_50']:.3f}  {run['wall_s']:.0f} s  {run['epochs']:g} epochs"
+
+
+def _parse_rows(specs: list[str] | None) -> dict[str, list[str]]:
+    if not specs:
+        return dict(DEFAULT_ROWS)
+    rows = {}
+    for spec in specs:
+        name, sep, configs = spec.partition("=")
+        if not sep or not name or not configs:
+            raise SystemExit(f"--detkit takes NAME=CONFIG[,CONFIG...], got {spec!r}")
+        rows[name] = configs.split(",")
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=Path, action="append", help="detkit config(s) whose model.detector is trained; "
-                        "later ones override (default: configs/fcos_r50_fpn_coco.yaml)")  # fmt: skip
-    parser.add_argument("--models", nargs="+", default=["detkit", "torchvision_fcos_resnet50_fpn"])
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--train-images", type=int, default=600)
-    parser.add_argument("--test-images", type=int, default=200)
-    parser.add_argument("--workers", type=int, default=0)
-    parser.add_argument("--json", type=Path, help="write {'rows': [...]} here")
+    defaults = "; ".join(f"{name}={','.join(configs)}" for name, configs in DEFAULT_ROWS.items())
+    parser.add_argument("--detkit", action="append", metavar="NAME=CONFIG[,CONFIG...]",
+                        help=f"a detkit row (repeatable); default: {defaults}")  # fmt: skip
+    parser.add_argument("--peers", nargs="*", default=["torchvision_fcos_resnet50_fpn", YOLO],
+                        help=f"peer rows: {YOLO} and/or torchvision_fcos_resnet{{18,50}}_fpn (none: --peers)")  # fmt: skip
+    parser.add_argument("--data-config", action="append", help="config(s) whose data: block every row uses "
+                        "(default: configs/raccoon.yaml); detkit rows must read the same splits")  # fmt: skip
+    parser.add_argument("--size", type=int, default=416, help="input size of every row (--data.input_size, imgsz)")
+    parser.add_argument("--batch", type=int, default=16, help="batch size of every row")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the detkit rows (peers: the first)")
+    parser.add_argument("--budget", default="auto", help="seconds per training, or 'auto': YOLO11n's --yolo-epochs wall time")
+    parser.add_argument("--epochs", type=int, help="train detkit and torchvision rows this many epochs instead of to the budget")
+    parser.add_argument("--yolo-epochs", type=int, default=30)
+    parser.add_argument("--yolo-python", default=sys.executable, help="python of an environment with ultralytics (the bench extra)")
+    parser.add_argument("--latency-threads", type=int, default=0,
+                        help="CPU threads of the latency measurements (default 0: torch's default, all cores)")  # fmt: skip
+    parser.add_argument("--tv-lr", type=float, default=1e-3, help="AdamW learning rate of the torchvision loop")
+    parser.add_argument("--out", type=Path, default=Path("runs/accuracy"), help="folder of every run's files")
+    parser.add_argument("--resume", action="store_true", help="reuse the results of trainings already finished under --out")
+    parser.add_argument("--json", type=Path, help="write {'rows': [...], 'cpu': ..., ...} here")
+    parser.add_argument("--markdown", type=Path, help="write the table as markdown here")
     args = parser.parse_args()
-    args.config = args.config or [Path("configs/fcos_r50_fpn_coco.yaml")]
-    rows = [train_and_evaluate(name, args) for name in args.models]
-    print(f"\nShapes: {args.train_images} train images x {args.epochs} epochs at {args.size} px, batch {args.batch}, "
-          f"AdamW lr {args.lr}; COCO mAP on {args.test_images} test images\n")  # fmt: skip
-    print(f"{'model':36s} {'mAP':>7s} {'mAP50':>7s} {'train s':>8s} {'last loss':>10s}")
-    for row in rows:
-        print(f"{row['model']:36s} {row['map']:7.3f} {row['map_50']:7.3f} {row['train_s']:8.0f} {row['final_loss']:10.3f}")
-    if len(rows) > 1:
-        print(f"\ndetkit mAP - {rows[1]['model']} mAP = {rows[0]['map'] - rows[1]['map']:+.3f}")
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")  # ours are not the CLI's
+    args.data_config = args.data_config or ["configs/raccoon.yaml"]
+    detkit_rows = _parse_rows(args.detkit)
+    peers = list(args.peers)
+    for peer in peers:
+        if peer != YOLO and not peer.startswith("torchvision_fcos_"):
+            raise SystemExit(f"unknown peer {peer!r}")
+    if args.budget == "auto" and YOLO not in peers and args.epochs is None:
+        raise SystemExit("--budget auto is YOLO11n's training time: add yolo11n to --peers or give --budget SECONDS")
+    budget = None if args.budget == "auto" else float(args.budget)
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    cpu = cpu_description()
+    reference = parse_config(data_args(args)).data
+    for name, configs in detkit_rows.items():
+        check_same_data(name, configs, reference)
+    datamodule = build_data(data_args(args))
+    datamodule.setup("test")
+    n_train, n_test = len(datamodule.reader("train")), len(datamodule.reader("test"))
+    gt_path = args.out / "ground_truth.json"
+    write_ground_truth(datamodule, gt_path)
+    image = first_test_image(datamodule)
+    trainings = len(detkit_rows) * len(args.seeds) + len(peers)
+    each = "the budget" if budget is None else f"{budget:.0f} s"
+    print(f"{n_train} train / {n_test} test images at {args.size} px, batch {args.batch}; {trainings} trainings "
+          f"of {each} each; results under {args.out}", flush=True)  # fmt: skip
+
+    def cached(run_dir: Path, train: Callable[[], dict[str, Any]], seed: int) -> dict[str, Any]:
+        result_file = run_dir / "result.json"
+        if args.resume and result_file.is_file():
+            return json.loads(result_file.read_text())
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True)
+        result = {**train(), "seed": seed}
+        result_file.write_text(json.dumps(result, indent=2))
+        return result
+
+    rows = []
+    seed0 = args.seeds[0]
+    if YOLO in peers:  # first: its wall time is the budget of 'auto'
+        print(f"== {YOLO} (Ultralytics, {args.yolo_epochs} epochs, seed {seed0})", flush=True)
+        run_dir = args.out / YOLO / f"seed{seed0}"
+        run = cached(run_dir, lambda: train_yolo(seed0, args, run_dir, gt_path, datamodule), seed0)
+        rows.append(summarise(YOLO, "peer", [], [run]))
+        print(f"   {_brief(run)}", flush=True)
+        if budget is None:
+            budget = run["wall_s"]
+    if args.epochs is None:
+        print(f"budget: {budget:.0f} s per training", flush=True)
+    for name, configs in detkit_rows.items():
+        runs = []
+        if args.epochs is None:
+            with tempfile.TemporaryDirectory(prefix="detkit_probe_") as tmp:
+                probe = probe_detkit(configs, args, Path(tmp))
+            epochs = detkit_epochs(probe, budget)
+            pace = f"{probe['step_s']:.2f} s/step x {probe['steps_per_epoch']} steps/epoch"
+            print(f"== {name}: {pace} -> {epochs} epochs", flush=True)
+        else:
+            epochs = args.epochs
+            steps = math.ceil(len(datamodule.reader("train")) / args.batch)
+            probe = {"steps_per_epoch": steps}
+            print(f"== {name}: {epochs} epochs", flush=True)
+        for seed in args.seeds:
+            run_dir = args.out / name / f"seed{seed}"
+            train = lambda: train_detkit(name, configs, seed, epochs, probe["steps_per_epoch"],  # noqa: E731
+                                         None if args.epochs else budget, args, run_dir, gt_path, image)  # fmt: skip
+            runs.append(cached(run_dir, train, seed))
+            print(f"   seed {seed}: {_brief(runs[-1])}", flush=True)
+        rows.append(summarise(name, "detkit", configs, runs))
+    for peer in peers:
+        if peer == YOLO:
+            continue
+        print(f"== {peer} (torchvision, plain loop, seed {seed0})", flush=True)
+        run_dir = args.out / peer / f"seed{seed0}"
+        peer_budget = None if args.epochs else budget
+        run = cached(run_dir, lambda: train_torchvision(peer, seed0, peer_budget, args, run_dir, gt_path), seed0)
+        print(f"   {_brief(run)}", flush=True)
+        rows.append(summarise(peer, "peer", [], [run]))
+
+    split = f"{n_train} train / {n_test} test images"
+    budget_text = f"{args.epochs} epochs per detkit/torchvision row" if args.epochs else f"budget {budget:.0f} s per training"
+    header = (
+        f"{', '.join(args.data_config)} ({split}) at {args.size} px, batch {args.batch}, {budget_text} "
+        f"({YOLO}: {args.yolo_epochs} epochs); COCO mAP by detkit evaluate on the test images; detkit rows: median "
+        f"(min-max) over seeds {' '.join(map(str, args.seeds))}\n"
+        f"CPU: {cpu['model']}, {cpu['cores']} cores, torch {cpu['torch']}; latency on "
+        f"{args.latency_threads or cpu['torch_threads']} threads\n"
+        f"CPU flags: {cpu['flags']}"
+    )  # fmt: skip
+    print("\n" + format_table(rows, header))
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(format_table(rows, header.replace("\n", "  \n"), markdown=True))
     if args.json:
-        args.json.write_text(json.dumps({"rows": rows}, indent=2))
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"rows": rows, "cpu": cpu, "budget_s": budget, "size": args.size,
+                                         "batch": args.batch, "data_config": args.data_config}, indent=2))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -48,24 +48,30 @@ def make_batch(size: int, batch: int, num_classes: int) -> tuple[torch.Tensor, l
     return images, targets
 
 
-def torchvision_detector(name: str, num_classes: int, size: int) -> torch.nn.Module:
-    """torchvision's FCOS / RetinaNet ResNet-50-FPN as its builders make them for fine-tuning a
-    pretrained backbone (FrozenBatchNorm2d, stem and layer1 frozen: ``trainable_backbone_layers=3``),
-    with random weights; detkit's configs freeze the same way (``frozen_stages: 1``, ``freeze_norm``)."""
-    from torchvision.models import resnet50
+def torchvision_detector(name: str, num_classes: int, size: int, from_scratch: bool = False) -> torch.nn.Module:
+    """torchvision's FCOS / RetinaNet ResNet-FPN with random weights, ``min_size = max_size = size``.
+
+    By default as its builders make them for fine-tuning a pretrained backbone (FrozenBatchNorm2d,
+    stem and layer1 frozen: ``trainable_backbone_layers=3``; detkit's configs freeze the same way with
+    ``frozen_stages: 1``, ``freeze_norm``); with ``from_scratch`` as they make them without
+    pretrained weights (BatchNorm2d, every layer trained: ``trainable_backbone_layers=5``).
+    Names: ``torchvision_{fcos,retinanet}_resnet{18,50}_fpn``.
+    """
+    from torchvision.models import resnet18, resnet50
     from torchvision.models.detection import FCOS, RetinaNet
     from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
     from torchvision.ops.feature_pyramid_network import LastLevelP6P7
     from torchvision.ops.misc import FrozenBatchNorm2d
 
-    body = resnet50(weights=None, norm_layer=FrozenBatchNorm2d)
-    if name == "torchvision_fcos_resnet50_fpn":
-        backbone = _resnet_fpn_extractor(body, 3, returned_layers=[2, 3, 4], extra_blocks=LastLevelP6P7(256, 256))
-        return FCOS(backbone, num_classes, min_size=size, max_size=size)
-    if name == "torchvision_retinanet_resnet50_fpn":
-        backbone = _resnet_fpn_extractor(body, 3, returned_layers=[2, 3, 4], extra_blocks=LastLevelP6P7(256, 256))
-        return RetinaNet(backbone, num_classes, min_size=size, max_size=size)
-    raise ValueError(f"unknown peer {name!r}; choose from {PEERS}")
+    builders = {"fcos": FCOS, "retinanet": RetinaNet}
+    depths = {"resnet18": resnet18, "resnet50": resnet50}
+    parts = name.split("_")
+    if len(parts) != 4 or parts[0] != "torchvision" or parts[1] not in builders or parts[2] not in depths or parts[3] != "fpn":
+        raise ValueError(f"unknown peer {name!r}; choose from torchvision_{{fcos,retinanet}}_resnet{{18,50}}_fpn")
+    body = depths[parts[2]](weights=None, norm_layer=torch.nn.BatchNorm2d if from_scratch else FrozenBatchNorm2d)
+    trainable = 5 if from_scratch else 3
+    backbone = _resnet_fpn_extractor(body, trainable, returned_layers=[2, 3, 4], extra_blocks=LastLevelP6P7(256, 256))
+    return builders[parts[1]](backbone, num_classes, min_size=size, max_size=size)
 
 
 class Runner:

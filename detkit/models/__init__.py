@@ -3,6 +3,7 @@
 from detkit.models.backbones import (
     Backbone,
     FeatureInfo,
+    MobileNetV2Backbone,
     MobileNetV3Backbone,
     PlainConvBackbone,
     ResNetBackbone,
@@ -14,6 +15,9 @@ from detkit.models.heads import (
     FCOSDecoder,
     FCOSHead,
     FCOSLoss,
+    TaskAlignedAssigner,
+    TaskAlignedHead,
+    TaskAlignedLoss,
     batch_targets,
     make_points,
 )
@@ -31,10 +35,14 @@ __all__ = [
     "FCOSLoss",
     "FPN",
     "FeatureInfo",
+    "MobileNetV2Backbone",
     "MobileNetV3Backbone",
     "Neck",
     "PlainConvBackbone",
     "ResNetBackbone",
+    "TaskAlignedAssigner",
+    "TaskAlignedHead",
+    "TaskAlignedLoss",
     "batch_targets",
     "make_points",
 ]

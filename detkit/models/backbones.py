@@ -21,6 +21,7 @@ __all__ = [
     "FeatureInfo",
     "Backbone",
     "ResNetBackbone",
+    "MobileNetV2Backbone",
     "MobileNetV3Backbone",
     "PlainConvBackbone",
     "resolve_weights",
@@ -199,7 +200,38 @@ class ResNetBackbone(Backbone):
         return list(self.body(images).values())
 
 
-class MobileNetV3Backbone(Backbone):
+class _MobileNetBackbone(Backbone):
+    """A torchvision MobileNet's ``features`` cut into the stem and five stages (strides 2 .. 32);
+    returns the outputs of the last three (strides 8, 16, 32)."""
+
+    # Subclasses: index into ``net.features`` where the stem and each stage (strides 2..32) end.
+    _STAGE_ENDS: tuple[int, ...]
+
+    def _set_stages(self, features: nn.Sequential, frozen_stages: int) -> None:
+        """Cut ``features`` at :attr:`_STAGE_ENDS` into ``self.stages`` and freeze the stem and the
+        first ``frozen_stages`` stages."""
+        ends = self._STAGE_ENDS
+        self.stages = nn.ModuleList(features[ends[i - 1] + 1 if i else 0 : ends[i] + 1] for i in range(len(ends)))
+        if frozen_stages:
+            self.freeze(list(self.stages[: frozen_stages + 1]))
+
+    def forward(self, images: Tensor) -> list[Tensor]:
+        """``(B, 3, H, W)`` -> three maps at strides 8, 16, 32."""
+        outs = []
+        x = images
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i >= 3:
+                outs.append(x)
+        return outs
+
+
+def _check_frozen_stages(frozen_stages: int, name: str) -> None:
+    if not 0 <= frozen_stages <= 5:
+        raise ValueError(f"frozen_stages must be in [0, 5] for {name}, got {frozen_stages}")
+
+
+class MobileNetV3Backbone(_MobileNetBackbone):
     """Torchvision MobileNetV3-Large returning features at strides 8, 16, 32 (40, 112, 960 channels)."""
 
     # Indices into ``mobilenet_v3_large().features`` where each stage ends: stem, then strides 2..32.
@@ -216,28 +248,43 @@ class MobileNetV3Backbone(Backbone):
             freeze_norm: Replace every BatchNorm with ``FrozenBatchNorm2d``.
         """
         super().__init__()
-        if not 0 <= frozen_stages <= 5:
-            raise ValueError(f"frozen_stages must be in [0, 5] for MobileNetV3, got {frozen_stages}")
+        _check_frozen_stages(frozen_stages, "MobileNetV3")
         kwargs = {"norm_layer": partial(FrozenBatchNorm2d, eps=0.001)} if freeze_norm else {}
         net = _build_torchvision(
             tvm.mobilenet_v3_large, tvm.MobileNet_V3_Large_Weights, weights, ("classifier.",), **kwargs
         )
-        feats = net.features
-        ends = self._STAGE_ENDS
-        self.stages = nn.ModuleList(feats[ends[i - 1] + 1 if i else 0 : ends[i] + 1] for i in range(len(ends)))
         self.feature_info = [FeatureInfo(40, 8), FeatureInfo(112, 16), FeatureInfo(960, 32)]
-        if frozen_stages:
-            self.freeze(list(self.stages[: frozen_stages + 1]))
+        self._set_stages(net.features, frozen_stages)
 
-    def forward(self, images: Tensor) -> list[Tensor]:
-        """``(B, 3, H, W)`` -> three maps at strides 8, 16, 32."""
-        outs = []
-        x = images
-        for i, stage in enumerate(self.stages):
-            x = stage(x)
-            if i >= 3:
-                outs.append(x)
-        return outs
+
+class MobileNetV2Backbone(_MobileNetBackbone):
+    """Torchvision MobileNetV2 returning features at strides 8, 16, 32 (32, 96, 1280 channels).
+
+    The stride-32 map is the output of the final 1x1 convolution (320 -> 1280 channels), the
+    features torchvision's classifier pools, as :class:`MobileNetV3Backbone` returns V3's.
+    """
+
+    # Indices into ``mobilenet_v2().features`` where each stage ends: stem, then strides 2..32.
+    _STAGE_ENDS = (0, 1, 3, 6, 13, 18)
+
+    def __init__(self, weights: str | None = None, frozen_stages: int = 0, freeze_norm: bool = False) -> None:
+        """Build the backbone.
+
+        Args:
+            weights: ``None`` (random init), a torchvision weights name such as ``"IMAGENET1K_V1"``,
+                ``"DEFAULT"`` or ``"MobileNet_V2_Weights.IMAGENET1K_V2"`` (downloaded by torchvision),
+                or a path to a local state-dict file (e.g. torchvision's ``mobilenet_v2-b0353104.pth``).
+            frozen_stages: ``0`` trains everything; ``k >= 1`` freezes the stem and the first ``k``
+                of the five stages (strides 2, 4, 8, 16, 32).
+            freeze_norm: Replace every BatchNorm with ``FrozenBatchNorm2d`` (fixed statistics and
+                affine parameters), the usual choice for small detection batches.
+        """
+        super().__init__()
+        _check_frozen_stages(frozen_stages, "MobileNetV2")
+        kwargs = {"norm_layer": FrozenBatchNorm2d} if freeze_norm else {}
+        net = _build_torchvision(tvm.mobilenet_v2, tvm.MobileNet_V2_Weights, weights, ("classifier.",), **kwargs)
+        self.feature_info = [FeatureInfo(32, 8), FeatureInfo(96, 16), FeatureInfo(1280, 32)]
+        self._set_stages(net.features, frozen_stages)
 
 
 class PlainConvBackbone(Backbone):

@@ -1,4 +1,8 @@
-"""FCOS decoding: raw outputs -> per-image detections (score, top-k per level, decode, clip, class-aware NMS)."""
+"""Dense-head decoding: raw outputs -> per-image detections (score, top-k per level, decode, clip, class-aware NMS).
+
+Written for FCOS and shared by every head that predicts per point class logits and ltrb distances
+(the :class:`~detkit.models.TaskAlignedHead` passes no quality logits).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,8 @@ __all__ = ["FCOSDecoder"]
 
 
 class FCOSDecoder(nn.Module):
-    """Inference decoding with ``score = sqrt(sigmoid(cls) * sigmoid(quality))``; keeps each detection's point."""
+    """Inference decoding with ``score = sqrt(sigmoid(cls) * sigmoid(quality))``, or ``sigmoid(cls)``
+    without quality logits; keeps each detection's point."""
 
     def __init__(
         self,
@@ -45,7 +50,7 @@ class FCOSDecoder(nn.Module):
         self,
         cls_logits: Tensor,
         ltrb: Tensor,
-        quality_logits: Tensor,
+        quality_logits: Tensor | None,
         points: Tensor,
         point_strides: Tensor,
         image_size: tuple[int, int],
@@ -56,7 +61,8 @@ class FCOSDecoder(nn.Module):
         Args:
             cls_logits: ``(B, P, K)`` class logits.
             ltrb: ``(B, P, 4)`` distances in pixels.
-            quality_logits: ``(B, P)`` quality logits.
+            quality_logits: ``(B, P)`` quality logits, or ``None`` for heads whose class scores
+                already rank localisation quality (scores are then ``sigmoid(cls)``).
             points: ``(P, 2)`` point coordinates, levels contiguous.
             point_strides: ``(P,)`` stride per point (used to split levels).
             image_size: ``(height, width)`` boxes are clipped to.
@@ -69,9 +75,9 @@ class FCOSDecoder(nn.Module):
         """
         threshold = self.score_threshold if score_threshold is None else score_threshold
         batch, _, num_classes = cls_logits.shape
-        scores = torch.sqrt(
-            torch.sigmoid(cls_logits.float()) * torch.sigmoid(quality_logits.float())[..., None]
-        )  # (B, P, K)
+        scores = torch.sigmoid(cls_logits.float())  # (B, P, K)
+        if quality_logits is not None:
+            scores = torch.sqrt(scores * torch.sigmoid(quality_logits.float())[..., None])
         boxes = clip_boxes(decode_ltrb(points[None].float(), ltrb.float()), image_size)  # (B, P, 4)
         # Level sizes from the contiguous runs of equal strides (inference only, a sync is fine).
         _, counts = torch.unique_consecutive(point_strides, return_counts=True)

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import sigmoid_focal_loss
 
+from detkit.models.heads.base import distributed_mean
 from detkit.ops.boxes import decode_ltrb, encode_ltrb, paired_giou_loss, paired_iou
 
 __all__ = ["FCOSLoss", "centerness_target"]
@@ -23,7 +24,12 @@ def centerness_target(ltrb: Tensor) -> Tensor:
 
 
 class FCOSLoss(nn.Module):
-    """Sum of focal, GIoU and quality losses, each divided by the number of positive points."""
+    """Sum of focal, GIoU and quality losses, each divided by the number of positive points.
+
+    The number of positives is averaged over the processes of a distributed run
+    (:func:`~detkit.models.heads.base.distributed_mean`), so that ``N`` processes of batch ``b``
+    compute, after DDP averages their gradients, the gradient of one process of batch ``N * b``.
+    """
 
     def __init__(
         self,
@@ -61,7 +67,8 @@ class FCOSLoss(nn.Module):
         labels: Tensor,
         matched_boxes: Tensor,
     ) -> dict[str, Tensor]:
-        """Compute the losses (float32 whatever the input dtype; no host synchronisation).
+        """Compute the losses (float32 whatever the input dtype; no host synchronisation, one
+        all-reduce of the positives count per call under ``torch.distributed``).
 
         Args:
             cls_logits: ``(B, P, K)`` class logits.
@@ -78,7 +85,7 @@ class FCOSLoss(nn.Module):
         points, matched_boxes = points.float(), matched_boxes.float()
         positive = labels >= 0  # (B, P)
         pos_f = positive.float()
-        num_pos = pos_f.sum().clamp(min=1.0)
+        num_pos = distributed_mean(pos_f.sum()).clamp(min=1.0)  # same normaliser on every process
 
         # Classification over every point: one-hot targets, all zeros for background (label -1).
         # A comparison, not F.one_hot, which checks its input's range on the host (a GPU sync).

@@ -1,0 +1,199 @@
+"""Task-aligned anchor-free head (TOOD / YOLOv8 family): decoupled branches, boxes as distributions.
+
+Per point the head predicts class logits and, for each side of the box, a distribution over
+``reg_max`` bins of one stride (distribution focal loss, GFL); the box is the distributions'
+expectation, ``ltrb = stride * sum_i softmax(logits)_i * i``. The head owns its
+:class:`TaskAlignedAssigner` (which points learn which box, from the current predictions),
+:class:`TaskAlignedLoss` and decoder (:class:`FCOSDecoder` without quality logits).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from detkit.models.backbones import FeatureInfo
+from detkit.models.heads.base import DenseHead, batch_targets, make_points
+from detkit.models.heads.fcos_decoder import FCOSDecoder
+from detkit.models.heads.tal_assigner import TaskAlignedAssigner
+from detkit.models.heads.tal_loss import TaskAlignedLoss
+from detkit.models.layers import ActivationName, ConvNormAct, NormName
+from detkit.ops.boxes import decode_ltrb
+from detkit.types import Detections, Target
+
+__all__ = ["TaskAlignedHead", "expected_distance"]
+
+
+def expected_distance(dist_logits: Tensor) -> Tensor:
+    """``[..., R]`` logits over the bins ``0 .. R-1`` -> ``[...]`` expected bin (softmax-weighted mean)."""
+    bins = torch.arange(dist_logits.shape[-1], device=dist_logits.device, dtype=torch.float32)
+    return (torch.softmax(dist_logits.float(), dim=-1) * bins).sum(dim=-1)
+
+
+class TaskAlignedHead(DenseHead):
+    """Anchor-free head with decoupled classification and box branches and DFL box regression.
+
+    ``forward`` returns ``cls_logits (B, P, K)``, ``dist_logits (B, P, 4, R)`` (per side l, t, r, b,
+    logits over ``R = reg_max`` bins of one stride), ``ltrb (B, P, 4)`` the expected distances in
+    input pixels, ``points (P, 2)`` (x, y cell centres in input pixels) and ``point_strides (P,)``,
+    with ``P = sum_l H_l * W_l`` (levels concatenated, row-major within a level, see
+    :func:`~detkit.models.heads.base.make_points`).
+    """
+
+    def __init__(
+        self,
+        in_features: Sequence[FeatureInfo],
+        num_classes: int,
+        # Branches
+        num_convs: int = 2,
+        channels: int | None = None,
+        share_convs: bool = True,
+        kernel_size: int = 3,
+        norm: NormName = "group",
+        activation: ActivationName = "silu",
+        # Predictions
+        reg_max: int = 16,
+        prior_prob: float = 0.01,
+        # Training and decoding
+        assigner: TaskAlignedAssigner | None = None,
+        loss: TaskAlignedLoss | None = None,
+        decoder: FCOSDecoder | None = None,
+    ) -> None:
+        """Build the head.
+
+        Args:
+            in_features: The neck's ``feature_info``; with ``share_convs`` every level must have
+                the same channels.
+            num_classes: Number of foreground classes ``K`` (no background logit).
+            num_convs: ``ConvNormAct`` layers in each of the classification and box branches.
+            channels: Width of the branches (default: the input channels of the level).
+            share_convs: One set of branches and prediction layers for every level (FCOS / TOOD),
+                or one per level (YOLOv8; BatchNorm then keeps per-level statistics).
+            kernel_size: Kernel size of the branch convolutions (predictions are 1x1).
+            norm: Normalisation in the branches, ``"group"`` or ``"batch"`` (or ``"none"``).
+            activation: Activation in the branches.
+            reg_max: Bins of each side's distance distribution; distances reach ``reg_max - 1``
+                strides (16 bins reach 15 strides, 480 px on a stride-32 level).
+            prior_prob: Initial foreground probability, sets the class-logit bias.
+            assigner: Target assignment (default ``TaskAlignedAssigner()``: top 10, alpha 0.5, beta 6).
+            loss: Training loss (default ``TaskAlignedLoss()``: BCE towards the alignment 0.5,
+                GIoU 7.5, DFL 1.5, YOLOv8's weights).
+            decoder: Inference decoding (default ``FCOSDecoder()``: score > 0.05, top 1000 per
+                level, NMS IoU 0.6, 100 detections; scores are ``sigmoid(cls)``).
+        """
+        super().__init__(in_features, num_classes)
+        in_channels = [f.channels for f in self.in_features]
+        if share_convs and len(set(in_channels)) != 1:
+            raise ValueError(
+                f"share_convs needs the same channels on every level, got {self.in_features}; "
+                "use share_convs=False"
+            )
+        if num_convs < 0:
+            raise ValueError(f"num_convs must be >= 0, got {num_convs}")
+        if channels is not None and channels < 1:
+            raise ValueError(f"channels must be >= 1, got {channels}")
+        if reg_max < 2:
+            raise ValueError(f"reg_max must be >= 2, got {reg_max}")
+        if not 0.0 < prior_prob < 1.0:
+            raise ValueError(f"prior_prob must be in (0, 1), got {prior_prob}")
+        self.reg_max = reg_max
+        self.share_convs = share_convs
+
+        def branch(c_in: int) -> nn.Sequential:
+            widths = [c_in] + [channels or c_in] * num_convs
+            return nn.Sequential(
+                *[
+                    ConvNormAct(a, b, kernel_size, norm=norm, activation=activation)
+                    for a, b in zip(widths[:-1], widths[1:])
+                ]
+            )
+
+        # One entry for every level, or a single shared one.
+        level_channels = in_channels[:1] if share_convs else in_channels
+        self.cls_branches = nn.ModuleList(branch(c) for c in level_channels)
+        self.box_branches = nn.ModuleList(branch(c) for c in level_channels)
+        out_channels = [(channels or c) if num_convs else c for c in level_channels]
+        self.cls_preds = nn.ModuleList(nn.Conv2d(c, num_classes, 1) for c in out_channels)
+        self.box_preds = nn.ModuleList(nn.Conv2d(c, 4 * reg_max, 1) for c in out_channels)
+
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, std=0.01)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)  # box bins start uniform: (reg_max - 1) / 2 strides per side
+        for conv in self.cls_preds:
+            nn.init.constant_(conv.bias, -math.log((1.0 - prior_prob) / prior_prob))
+
+        # Parameter-free parts, built after the layers so they do not move the random init.
+        self.assigner = assigner if assigner is not None else TaskAlignedAssigner()
+        self.criterion = loss if loss is not None else TaskAlignedLoss()
+        self.decoder = decoder if decoder is not None else FCOSDecoder()
+
+    def forward(self, features: list[Tensor]) -> dict[str, Tensor]:
+        """Predict on every level and concatenate in level order.
+
+        Args:
+            features: Pyramid maps ``(B, C_l, H_l, W_l)``, one per entry of ``in_features``.
+
+        Returns:
+            ``cls_logits``, ``dist_logits``, ``ltrb``, ``points`` and ``point_strides`` (see the
+            class docstring).
+        """
+        if len(features) != len(self.in_features):
+            raise ValueError(
+                f"TaskAlignedHead built for {len(self.in_features)} levels, got {len(features)} feature maps"
+            )
+        all_cls, all_dist, all_ltrb = [], [], []
+        for level, (x, stride) in enumerate(zip(features, self.strides)):
+            i = 0 if self.share_convs else level
+            batch, _, height, width = x.shape
+            # (B, K, H, W) -> (B, HW, K)
+            all_cls.append(self.cls_preds[i](self.cls_branches[i](x)).flatten(2).transpose(1, 2))
+            # (B, 4R, H, W) -> (B, HW, 4R) -> (B, HW, 4, R), sides l, t, r, b
+            dist = self.box_preds[i](self.box_branches[i](x)).flatten(2).transpose(1, 2)
+            dist = dist.reshape(batch, height * width, 4, self.reg_max)
+            all_dist.append(dist)
+            all_ltrb.append(expected_distance(dist) * stride)  # (B, HW, 4) pixels
+        points, point_strides = make_points(
+            [tuple(f.shape[-2:]) for f in features], self.strides, device=features[0].device, dtype=torch.float32
+        )
+        return {
+            "cls_logits": torch.cat(all_cls, dim=1),
+            "dist_logits": torch.cat(all_dist, dim=1),
+            "ltrb": torch.cat(all_ltrb, dim=1),
+            "points": points,
+            "point_strides": point_strides,
+        }
+
+    def loss(self, outputs: dict[str, Tensor], targets: Sequence[Target]) -> dict[str, Tensor]:
+        """Assign targets from the current predictions and compute the losses (see :meth:`DenseHead.loss`).
+
+        Returns:
+            ``{"loss": total, "loss_cls", "loss_box", "loss_dfl"}`` (see :class:`TaskAlignedLoss`).
+        """
+        cls_logits, ltrb = outputs["cls_logits"], outputs["ltrb"]
+        if len(targets) != cls_logits.shape[0]:
+            raise ValueError(f"got outputs for {cls_logits.shape[0]} images but {len(targets)} targets")
+        gt_boxes, gt_labels, gt_valid = batch_targets(targets, cls_logits.device)
+        points, point_strides = outputs["points"], outputs["point_strides"]
+        scores = torch.sigmoid(cls_logits.detach().float())  # (B, P, K)
+        pred_boxes = decode_ltrb(points[None], ltrb.detach().float())  # (B, P, 4)
+        assigned = self.assigner(scores, pred_boxes, points, gt_boxes, gt_labels, gt_valid)
+        return self.criterion(cls_logits, outputs["dist_logits"], ltrb, points, point_strides, assigned)
+
+    def predict(
+        self, outputs: dict[str, Tensor], image_size: tuple[int, int], score_threshold: float | None = None
+    ) -> list[Detections]:
+        """Decode detections with the head's decoder (see :meth:`DenseHead.predict`)."""
+        return self.decoder(
+            outputs["cls_logits"],
+            outputs["ltrb"],
+            None,
+            outputs["points"],
+            outputs["point_strides"],
+            image_size=image_size,
+            score_threshold=score_threshold,
+        )
