@@ -7,7 +7,7 @@ from detkit.models.heads.fcos_decoder import FCOSDecoder
 from detkit.models.heads.fcos_loss import FCOSLoss, centerness_target
 from detkit.models.heads.tal_assigner import TaskAlignedAssigner, TaskAlignedTargets
 from detkit.models.heads.tal_loss import TaskAlignedLoss, distribution_focal_loss, varifocal_loss
-from detkit.models.heads.task_aligned import TaskAlignedHead, expected_distance
+from detkit.models.heads.task_aligned import TaskAlignedHead, expected_distance, geometric_bin_logits
 
 __all__ = [
     "DenseHead",
@@ -23,6 +23,7 @@ __all__ = [
     "centerness_target",
     "distribution_focal_loss",
     "expected_distance",
+    "geometric_bin_logits",
     "make_points",
     "varifocal_loss",
 ]

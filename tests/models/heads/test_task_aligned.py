@@ -23,7 +23,7 @@ from detkit.models import (
     TaskAlignedLoss,
     make_points,
 )
-from detkit.models.heads import expected_distance
+from detkit.models.heads import expected_distance, geometric_bin_logits
 from detkit.module import DetectionModule
 
 CONFIGS = Path(__file__).resolve().parents[3] / "configs"
@@ -42,10 +42,23 @@ def test_output_shapes_and_init():
     assert torch.equal(out["points"], points) and torch.equal(out["point_strides"], strides)
     for conv in head.cls_preds:
         torch.testing.assert_close(conv.bias, torch.full((5,), -math.log(99.0)))
-    # Box bins start near uniform: about (8 - 1) / 2 strides per side.
-    torch.testing.assert_close(out["ltrb"] / strides[None, :, None], torch.full((2, 30, 4), 3.5), atol=0.2, rtol=0)
+    # Box bins start from the geometric prior: about 1.5 strides per side on every level.
+    torch.testing.assert_close(out["ltrb"] / strides[None, :, None], torch.full((2, 30, 4), 1.5), atol=0.2, rtol=0)
     assert len(head.cls_branches) == len(head.box_preds) == 1  # shared across levels by default
     assert isinstance(head.cls_branches[0][0].norm, nn.GroupNorm)
+
+
+def test_geometric_bin_prior():
+    for mean in (0.25, 1.5, 7.5, 12.0):
+        logits = geometric_bin_logits(16, mean)
+        torch.testing.assert_close(expected_distance(logits), torch.tensor(mean))
+        if mean != 7.5:
+            assert (logits.diff() < 0).all() == (mean < 7.5)  # decreasing below the uniform mean
+    torch.testing.assert_close(geometric_bin_logits(16, 7.5), torch.zeros(16), atol=1e-6, rtol=0)  # uniform
+    with pytest.raises(ValueError, match="mean"):
+        geometric_bin_logits(4, 3.0)
+    head = TaskAlignedHead(_levels([8], [8]), 1, num_convs=0, reg_max=6, prior_distance=2.0)
+    torch.testing.assert_close(head.box_preds[0].bias, geometric_bin_logits(6, 2.0).repeat(4))
 
 
 def test_per_level_branches_with_batch_norm_and_different_widths():
