@@ -175,7 +175,7 @@ def test_tiny_detector_overfits_a_few_synthetic_images_to_high_map(tmp_path):
     })  # fmt: skip
     options = dict(accelerator="cpu", default_root_dir=tmp_path, logger=False, enable_checkpointing=False,
                    enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
-    Trainer(max_steps=300, num_sanity_val_steps=0, limit_val_batches=0, **options).fit(module, loader)
+    Trainer(max_steps=200, num_sanity_val_steps=0, limit_val_batches=0, **options).fit(module, loader)
     [metrics] = Trainer(**options).validate(module, dataloaders=loader, verbose=False)
     assert metrics["val/map"] >= 0.9, metrics
     assert metrics["val/map_50"] >= 0.99, metrics
