@@ -8,6 +8,7 @@ from typing import Any, Callable, Literal
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LinearLR
 
@@ -17,6 +18,7 @@ from detkit.evaluation import COCO_STAT_NAMES
 from detkit.evaluation import CocoEvaluator
 from detkit.models import Detector
 from detkit.ops.letterbox import Letterbox
+from detkit.transfer import load_detector_weights
 from detkit.types import Detections, Target
 
 Batch = tuple[Tensor, list[Target]]
@@ -85,6 +87,7 @@ class DetectionModule(LightningModule):
         warmup_min_steps: int = 20,
         warmup_steps: int | None = None,
         warmup_start_factor: float = 0.001,
+        init_weights: str | None = None,
         compile: bool = False,
     ) -> None:
         """Build the system around a detector.
@@ -116,6 +119,12 @@ class DetectionModule(LightningModule):
             warmup_steps: exact length of the warm-up in optimizer steps, overriding
                 ``warmup_epochs`` and ``warmup_min_steps`` when given (0 turns it off).
             warmup_start_factor: learning-rate multiplier at the first warm-up step.
+            init_weights: path of a detkit checkpoint to fine-tune from (trained on other classes,
+                or on the same ones): when ``fit`` starts without ``--ckpt_path``, every detector
+                tensor whose name and shape match is copied from it; the others (the classifier of
+                another number of classes, a changed head) keep their initialisation, and a warning
+                lists them (:func:`detkit.transfer.load_detector_weights`). Class names come from
+                the data, never from this checkpoint. Resuming (``--ckpt_path``) ignores it.
             compile: compile the detector's forward with ``torch.compile`` (slow first steps,
                 faster after; see ``tools/benchmark.py --compile`` for its effect on your machine).
         """
@@ -143,6 +152,14 @@ class DetectionModule(LightningModule):
         # in their own setup (which runs first) and warn about modules that override configure_model.
         if self.hparams.compile:
             self.detector.compile()
+
+    def on_fit_start(self) -> None:
+        # Here the trainer knows whether it resumed (its ckpt_path is set once the checkpoint is
+        # restored, after setup). An EMA average copies these weights at its first update.
+        init_weights = self.hparams.get("init_weights")
+        if init_weights and self.trainer.ckpt_path is None:
+            report = load_detector_weights(self.detector, init_weights)
+            rank_zero_info(f"init_weights: {report}")
 
     def forward(self, images: Tensor) -> list[Detections]:
         """Detections in input pixels for a batch ``FloatTensor[B, 3, H, W]`` in ``[0, 1]``."""

@@ -1,5 +1,8 @@
 """Tests for detkit.module: overfitting to near-perfect COCO mAP, optimiser wiring, checkpoint block."""
 
+import warnings
+
+import pytest
 import torch
 from lightning.pytorch import Trainer
 from torch.utils.data import DataLoader
@@ -111,3 +114,50 @@ def test_bf16_mixed_training_steps_stay_finite(tmp_path):
     after = module.detector.state_dict()
     assert all(torch.isfinite(v).all() for v in after.values() if v.is_floating_point())
     assert any(not torch.equal(before[k], after[k]) for k in before), "bf16 steps did not update the weights"
+
+
+def test_init_weights_fine_tunes_from_a_checkpoint_of_other_classes_and_resuming_ignores_it(tmp_path):
+    torch.manual_seed(0)
+    loader = DataLoader(TransformedDataset(ShapesReader(2, seed=3), EvalTransform(96)), batch_size=2,
+                        collate_fn=collate_detection)  # fmt: skip
+    source = _module()
+    trainer = _trainer(tmp_path / "source", max_steps=2, num_sanity_val_steps=0, limit_val_batches=0)
+    trainer.fit(source, loader)
+    source_ckpt = tmp_path / "source.ckpt"
+    trainer.save_checkpoint(source_ckpt)
+    frozen = {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.0}}  # the step leaves the weights as loaded
+    names = ["ring", "star", "moon", "kite"]
+    target = _module(num_classes=4, class_names=names, init_weights=str(source_ckpt), optimizer=frozen)
+    fresh_classifier = target.detector.head.cls_logits.weight.detach().clone()
+    trainer = _trainer(tmp_path / "target", max_steps=1, num_sanity_val_steps=0, limit_val_batches=0)
+    with pytest.warns(UserWarning, match=r"not loaded, shapes differ.*\n.*head\.cls_logits\.weight"):
+        trainer.fit(target, loader)
+    want = dict(source.detector.named_parameters())  # (BatchNorm statistics move in the training step)
+    for name, value in target.detector.named_parameters():
+        if name.startswith("head.cls_logits."):
+            assert value.shape[0] == 4 and want[name].shape[0] == 3, name
+        else:
+            assert torch.equal(value, want[name]), name
+    assert torch.equal(target.detector.head.cls_logits.weight, fresh_classifier)  # re-initialised, not copied
+    assert target.class_names == names
+    target_ckpt = tmp_path / "target.ckpt"
+    trainer.save_checkpoint(target_ckpt)
+    assert torch.load(target_ckpt, weights_only=True)["detkit"]["class_names"] == names
+
+    # Resuming restores the run's own weights; the init_weights file is not read again (gone here).
+    source_ckpt.unlink()
+    resumed = _module(num_classes=4, class_names=names, init_weights=str(source_ckpt), optimizer=frozen)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*not loaded.*")
+        _trainer(tmp_path / "target", max_steps=2, num_sanity_val_steps=0, limit_val_batches=0).fit(
+            resumed, loader, ckpt_path=target_ckpt
+        )
+    for name, value in resumed.detector.named_parameters():
+        assert torch.equal(value, dict(target.detector.named_parameters())[name]), name
+
+def test_init_weights_from_a_missing_file_names_it(tmp_path):
+    loader = DataLoader(TransformedDataset(ShapesReader(2, seed=3), EvalTransform(96)), batch_size=2,
+                        collate_fn=collate_detection)  # fmt: skip
+    module = _module(init_weights=str(tmp_path / "nowhere.ckpt"))
+    with pytest.raises(FileNotFoundError, match="nowhere.ckpt"):
+        _trainer(tmp_path, max_steps=1, num_sanity_val_steps=0, limit_val_batches=0).fit(module, loader)
