@@ -21,12 +21,51 @@ __all__ = ["Checkpoint", "EMA", "PredictionWriter", "ramped_ema"]
 
 class Checkpoint(ModelCheckpoint):
     """Lightning's ``ModelCheckpoint`` writing to ``<trainer.default_root_dir>/checkpoints`` unless
-    ``dirpath`` is given (Lightning's own default would be the first logger's version folder)."""
+    ``dirpath`` is given (Lightning's own default would be the first logger's version folder), and
+    with ``save_last`` keeping ``last.ckpt`` at the last saving point (every epoch, or every
+    ``every_n_train_steps``) whether or not the monitored metric improved there.
+
+    Lightning 2.6 writes ``last.ckpt`` only when a top-k checkpoint was written at the same step, so
+    once ``val/map`` stops improving its ``last.ckpt`` stays at the last improvement and resuming
+    with ``--ckpt_path last`` silently rewinds the run. Here the last checkpoint is written at
+    every point where Lightning considers saving (after validation, or at the end of a training
+    epoch without validation, or every n steps).
+    """
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if self.dirpath is None:
             self.dirpath = str(Path(trainer.default_root_dir) / "checkpoints")
+        self._last_written_at: int | None = None
         super().setup(trainer, pl_module, stage)
+
+    def _save_last_checkpoint(self, trainer: Trainer, monitor_candidates: dict[str, Tensor]) -> None:
+        super()._save_last_checkpoint(trainer, monitor_candidates)
+        if self.save_last:
+            self._last_written_at = trainer.global_step
+
+    def _keep_last_current(self, trainer: Trainer) -> None:
+        """Write ``last.ckpt`` unless it already holds this step (or Lightning saves nothing now)."""
+        if not self.save_last or getattr(self, "_last_written_at", None) == trainer.global_step:
+            return
+        if trainer.fast_dev_run or trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking:
+            return
+        self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any, **kwargs: Any) -> None:
+        super().on_train_batch_end(trainer, pl_module, *args, **kwargs)
+        every = self._every_n_train_steps
+        if every >= 1 and trainer.global_step % every == 0 and trainer.global_step > 0:
+            self._keep_last_current(trainer)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._every_n_epochs >= 1 and self._should_save_on_train_epoch_end(trainer):
+            self._keep_last_current(trainer)
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if self._every_n_epochs >= 1 and not self._should_save_on_train_epoch_end(trainer):
+            self._keep_last_current(trainer)
 
 
 def ramped_ema(decay: float) -> Callable[[list[Tensor], list[Tensor], Tensor], None]:

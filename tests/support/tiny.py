@@ -1,0 +1,57 @@
+"""Tiny shapes detectors, loaders and CPU trainers that tests train in seconds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from lightning.pytorch import Trainer
+from torch.utils.data import DataLoader
+
+from detkit.data import EvalTransform, ShapesReader, TransformedDataset, collate_detection
+from detkit.module import DetectionModule
+
+#: BatchNorm backbone, GroupNorm FCOS head: 3 shape classes at 64-128 px.
+TINY_DETECTOR = {
+    "class_path": "detkit.models.Detector",
+    "init_args": {
+        "backbone": {"class_path": "detkit.models.PlainConvBackbone", "init_args": {"widths": [16, 32, 64, 96, 128]}},
+        "neck": {"class_path": "detkit.models.FPN", "init_args": {"out_channels": 64, "extra_levels": 0}},
+        "head": {"class_path": "detkit.models.FCOSHead", "init_args": {"num_convs": 2}},
+    },
+}
+SHAPE_NAMES = ["circle", "square", "triangle"]
+
+
+def tiny_module(seed: int = 0, lr: float = 0.003, optimizer: str = "torch.optim.AdamW", **overrides: Any) -> DetectionModule:
+    """A :class:`DetectionModule` around :data:`TINY_DETECTOR` built from a config (as the CLI does)."""
+    torch.manual_seed(seed)
+    config = {
+        "detector": TINY_DETECTOR,
+        "num_classes": 3,
+        "class_names": SHAPE_NAMES,
+        "optimizer": {"class_path": optimizer, "init_args": {"lr": lr}},
+        "warmup_steps": 0,
+        **overrides,
+    }
+    return DetectionModule.from_config(config)
+
+
+def shapes_loader(num_images: int = 4, batch_size: int = 2, size: int = 64, seed: int = 7) -> DataLoader:
+    """Letterboxed shapes images in a fixed order (no augmentation): the same batches every epoch."""
+    data = TransformedDataset(ShapesReader(num_images, seed=seed), EvalTransform(size))
+    return DataLoader(data, batch_size=batch_size, collate_fn=collate_detection)
+
+
+def cpu_trainer(root: Any, callbacks: tuple = (), **kwargs: Any) -> Trainer:
+    """A quiet CPU Trainer writing under ``root`` (no logger, no progress bar, no sanity check)."""
+    options: dict[str, Any] = {
+        "accelerator": "cpu",
+        "default_root_dir": root,
+        "logger": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "num_sanity_val_steps": 0,
+        **kwargs,
+    }
+    return Trainer(callbacks=list(callbacks), **options)
