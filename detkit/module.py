@@ -8,7 +8,7 @@ from typing import Any, Callable, Literal
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LinearLR
 
@@ -88,6 +88,7 @@ class DetectionModule(LightningModule):
         warmup_steps: int | None = None,
         warmup_start_factor: float = 0.001,
         init_weights: str | None = None,
+        max_nonfinite_steps: int = 5,
         compile: bool = False,
     ) -> None:
         """Build the system around a detector.
@@ -125,10 +126,17 @@ class DetectionModule(LightningModule):
                 another number of classes, a changed head) keep their initialisation, and a warning
                 lists them (:func:`detkit.transfer.load_detector_weights`). Class names come from
                 the data, never from this checkpoint. Resuming (``--ckpt_path``) ignores it.
+            max_nonfinite_steps: a training step whose loss is NaN or infinite (on any process)
+                changes no weight: its gradients are dropped before the optimizer step (with fp16
+                AMP the gradient scaler skips it), it is counted (``train/skipped_steps``) and
+                warned about. More such steps in a row than this stop training with an error
+                (0: the first one does), and no checkpoint is ever written with non-finite weights.
             compile: compile the detector's forward with ``torch.compile`` (slow first steps,
                 faster after; see ``tools/benchmark.py --compile`` for its effect on your machine).
         """
         super().__init__()
+        if max_nonfinite_steps < 0:
+            raise ValueError(f"max_nonfinite_steps must be >= 0, got {max_nonfinite_steps}")
         if warmup_epochs < 0 or warmup_min_steps < 0 or (warmup_steps is not None and warmup_steps < 0):
             raise ValueError(
                 f"warm-up lengths must be >= 0, got warmup_epochs={warmup_epochs}, "
@@ -146,6 +154,9 @@ class DetectionModule(LightningModule):
         self.pad_multiple = int(pad_multiple)
         self.val_evaluator = CocoEvaluator()
         self.test_evaluator = CocoEvaluator()
+        self.skipped_steps = 0  # training steps with a non-finite loss, in total and in a row
+        self._nonfinite_in_a_row = 0
+        self._step_finite = True
 
     def setup(self, stage: str) -> None:
         # Here rather than in configure_model: callbacks such as EMAWeightAveraging copy the module
@@ -169,9 +180,50 @@ class DetectionModule(LightningModule):
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         images, targets = batch
         losses = self.detector.loss(images, targets)
+        self._step_finite = self._finite_on_every_process(losses["loss"])
+        if not self._step_finite:
+            self._count_nonfinite(losses)
+        else:
+            self._nonfinite_in_a_row = 0
+        self.log("train/skipped_steps", float(self.skipped_steps), batch_size=images.shape[0])
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, batch_size=images.shape[0])
         self.log("loss", losses["loss"], prog_bar=True, logger=False, batch_size=images.shape[0])
         return losses["loss"]
+
+    def _finite_on_every_process(self, loss: Tensor) -> bool:
+        finite = bool(torch.isfinite(loss.detach()).all())  # one host sync per step
+        trainer = self._trainer
+        if trainer is not None and trainer.world_size > 1:  # every process skips the same steps
+            finite = trainer.strategy.reduce_boolean_decision(finite, all=True)
+        return finite
+
+    def _count_nonfinite(self, losses: dict[str, Tensor]) -> None:
+        self.skipped_steps += 1
+        self._nonfinite_in_a_row += 1
+        parts = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
+        where = f"step {self.global_step} (epoch {self.current_epoch})"
+        if self._nonfinite_in_a_row > self.hparams.max_nonfinite_steps:
+            raise FloatingPointError(
+                f"training stopped: the loss was not finite for {self._nonfinite_in_a_row} steps in a row, the last "
+                f"at {where}: {parts}. Lower the learning rate, clip gradients (--trainer.gradient_clip_val) or "
+                f"check the data; model.max_nonfinite_steps ({self.hparams.max_nonfinite_steps}) sets how many "
+                f"such steps in a row are skipped before stopping. No checkpoint holds non-finite weights."
+            )
+        rank_zero_warn(
+            f"{where}: the loss is not finite ({parts}); the step is skipped, no weight changes "
+            f"({self.skipped_steps} skipped so far, {self._nonfinite_in_a_row} in a row; training stops after "
+            f"{self.hparams.max_nonfinite_steps} in a row)"
+        )
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # Drop the gradients of a non-finite step: optimizers leave parameters without gradient
+        # untouched (no momentum or weight-decay update). fp16 AMP's gradient scaler finds the
+        # infinities itself and skips the step (it needs the gradients to do so).
+        if self._step_finite or getattr(self.trainer.precision_plugin, "scaler", None) is not None:
+            return
+        for group in optimizer.param_groups:
+            for param in group["params"]:
+                param.grad = None
 
     # ---- evaluation -----------------------------------------------------------------------
     def _evaluate_batch(self, batch: Batch, stage: str, evaluator: CocoEvaluator) -> None:
@@ -245,6 +297,12 @@ class DetectionModule(LightningModule):
 
     # ---- checkpoints ----------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        nonfinite = [k for k, v in checkpoint["state_dict"].items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if nonfinite:
+            raise FloatingPointError(
+                f"refusing to write a checkpoint with non-finite weights ({len(nonfinite)} tensors, e.g. "
+                f"{', '.join(nonfinite[:3])}) at step {self.global_step}: training diverged; lower the learning rate"
+            )
         detector_config = self.hparams.get("detector")
         checkpoint["detkit"] = {
             "format_version": CHECKPOINT_FORMAT_VERSION,

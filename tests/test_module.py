@@ -4,7 +4,7 @@ import warnings
 
 import pytest
 import torch
-from lightning.pytorch import Trainer
+from lightning.pytorch import Callback, Trainer
 from torch.utils.data import DataLoader
 
 from detkit.data import EvalTransform, ShapesReader, TransformedDataset, collate_detection
@@ -161,3 +161,57 @@ def test_init_weights_from_a_missing_file_names_it(tmp_path):
     module = _module(init_weights=str(tmp_path / "nowhere.ckpt"))
     with pytest.raises(FileNotFoundError, match="nowhere.ckpt"):
         _trainer(tmp_path, max_steps=1, num_sanity_val_steps=0, limit_val_batches=0).fit(module, loader)
+
+
+def _nan_at(module: DetectionModule, bad_steps: set[int]) -> None:
+    """Make the detector's training loss NaN at the given global steps (the data stays valid)."""
+    loss = module.detector.loss
+
+    def patched(images, targets):
+        losses = loss(images, targets)
+        if module.global_step in bad_steps:
+            losses = {**losses, "loss": losses["loss"] * float("nan")}
+        return losses
+
+    module.detector.loss = patched
+
+
+def test_a_nonfinite_step_changes_no_weight_is_counted_and_training_goes_on(tmp_path):
+    from tiny import cpu_trainer, shapes_loader, tiny_module
+
+    module = tiny_module(lr=0.01)  # AdamW: momentum and weight decay would move every weight
+    _nan_at(module, {2})
+    snapshots = {}
+
+    class Snapshot(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            snapshots[trainer.global_step] = {k: v.detach().clone() for k, v in pl_module.detector.named_parameters()}
+
+    with pytest.warns(UserWarning, match=r"step 2 \(epoch 1\): the loss is not finite.*1 skipped so far, 1 in a row"):
+        cpu_trainer(tmp_path, callbacks=(Snapshot(),), max_epochs=3, limit_val_batches=0).fit(module, shapes_loader())
+    assert module.skipped_steps == 1 and module.global_step == 6
+    for name, before in snapshots[2].items():
+        assert torch.equal(snapshots[3][name], before), name  # the NaN step changed nothing
+    assert any(not torch.equal(snapshots[4][k], v) for k, v in snapshots[3].items())  # the next one trains
+    assert all(torch.isfinite(p).all() for p in module.parameters())
+
+
+def test_a_diverging_run_stops_with_an_error_and_writes_no_nonfinite_checkpoint(tmp_path):
+    from tiny import cpu_trainer, shapes_loader, tiny_module
+
+    from detkit.callbacks import Checkpoint
+
+    module = tiny_module(lr=1e30, optimizer="torch.optim.SGD", max_nonfinite_steps=1)
+    checkpoint = Checkpoint(monitor="val/map", mode="max", filename="best", save_last=True)
+    trainer = cpu_trainer(tmp_path, callbacks=(checkpoint,), max_epochs=3, enable_checkpointing=True)
+    loader = shapes_loader(num_images=8, batch_size=2)
+    with pytest.raises(FloatingPointError, match="not finite for 2 steps in a row|non-finite weights"):
+        trainer.fit(module, loader, loader)
+    for path in (tmp_path / "checkpoints").glob("*.ckpt") if (tmp_path / "checkpoints").exists() else ():
+        state = torch.load(path, weights_only=True)["state_dict"]
+        assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()), path
+
+
+def test_max_nonfinite_steps_must_not_be_negative():
+    with pytest.raises(ValueError, match="max_nonfinite_steps"):
+        _module(max_nonfinite_steps=-1)
