@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
@@ -166,6 +167,25 @@ class DetectionDataModule(LightningDataModule):
                 f"category ids differ between splits: {split} ({reader!r}) has {ids}, {ref_split} ({ref!r}) has {ref_ids}"
             )
 
+    def check_has_boxes(self, split: Split) -> None:
+        """Check that some image of ``split`` has a box that is not crowd/difficult (reads targets
+        until one is found: all of them only for a split of background images).
+
+        Raises:
+            ValueError: Not one box, naming the reader: training would only learn background.
+        """
+        reader = self.reader(split)
+        for index in range(len(reader)):
+            target = reader.target(index)
+            crowd = np.asarray(target.get("iscrowd", np.zeros(0)), dtype=bool).reshape(-1)
+            if len(target["boxes"]) > int(crowd.sum()):
+                return
+        raise ValueError(
+            f"the {split} split has {len(reader)} images but not one box (only background images, or only "
+            f"crowd/difficult boxes): training would learn to detect nothing. Check its annotations with "
+            f"`detkit check-data`: {reader!r}"
+        )
+
     @property
     def class_names(self) -> list[str]:
         """Class names in label order: the val reader's (else test's, train's); :meth:`setup` checks the others."""
@@ -198,7 +218,8 @@ class DetectionDataModule(LightningDataModule):
         """Build the datasets ``stage`` needs (``fit``, ``validate``, ``test``, ``predict``, or all given for ``None``).
 
         Raises:
-            ValueError: A split the stage needs has no reader, or the readers' classes disagree.
+            ValueError: A split the stage needs has no reader or no image, the training split has
+                not one box (only background: nothing to learn), or the readers' classes disagree.
         """
         needed: dict[str, tuple[Split, ...]] = {
             "fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",),
@@ -210,7 +231,10 @@ class DetectionDataModule(LightningDataModule):
         for split in splits:
             if split != "predict":  # prediction needs no labels (the model has the class names)
                 self.check_classes(split)
-            self.reader(split)
+            if len(self.reader(split)) == 0:
+                raise ValueError(f"the {split} split has no images: {self.reader(split)!r}")
+        if "train" in splits and self.train_dataset is None:
+            self.check_has_boxes("train")
         if "train" in splits and self.train_dataset is None:
             raw: Any = self.reader("train")
             if self.mosaic_prob > 0:

@@ -14,6 +14,7 @@ from PIL import Image
 from torch.utils.data import RandomSampler, SequentialSampler
 
 from detkit.data import CocoReader, DetectionDataModule, FolderReader, ShapesReader, YoloReader
+from detkit.data.readers.base import Reader
 from detkit.ops.letterbox import Letterbox
 
 REPO = Path(__file__).resolve().parents[2]
@@ -234,3 +235,52 @@ def test_shipped_config_data_blocks_build_without_reading_files() -> None:
     raccoon = _parse_data(_data_block("raccoon.yaml"), _data_block("augmentations.yaml"))
     assert raccoon.multiscale.sizes == [384, 448, 512] and raccoon.train_size == 512 and raccoon.mosaic_prob == 0.5
     assert raccoon.reader("train").split.endswith("train_labels.csv") and raccoon.pad_multiple == 64
+
+
+class _ListReader(Reader):
+    """Images of 32x32 with the given boxes per image (``iscrowd`` per box optional)."""
+
+    def __init__(self, boxes_per_image: list[list[list[float]]], crowd: bool = False) -> None:
+        self.boxes_per_image = boxes_per_image
+        self.crowd = crowd
+
+    @property
+    def class_names(self) -> list[str]:
+        return ["thing"]
+
+    def __len__(self) -> int:
+        return len(self.boxes_per_image)
+
+    def __repr__(self) -> str:
+        return f"_ListReader({len(self)} images)"
+
+    def __getitem__(self, index: int):
+        boxes = np.asarray(self.boxes_per_image[index], dtype=np.float32).reshape(-1, 4)
+        n = len(boxes)
+        target = {"boxes": boxes, "labels": np.zeros(n, np.int64), "iscrowd": np.full(n, int(self.crowd), np.int64),
+                  "area": np.ones(n, np.float32), "image_id": index, "file_name": f"{index}.png"}  # fmt: skip
+        return np.zeros((32, 32, 3), np.uint8), target
+
+
+@pytest.mark.parametrize(
+    ("train", "message"),
+    [
+        (_ListReader([[], [], []]), r"the train split has 3 images but not one box .*_ListReader\(3 images\)"),
+        (_ListReader([[[1, 1, 9, 9]], []], crowd=True), r"the train split has 2 images but not one box"),
+        (_ListReader([]), r"the train split has no images: _ListReader\(0 images\)"),
+    ],
+    ids=["background-only", "crowd-only", "no-images"],
+)
+def test_fit_refuses_a_training_split_with_nothing_to_learn(train: Reader, message: str) -> None:
+    data = DetectionDataModule(train=train, val=_ListReader([[[1, 1, 9, 9]]]), input_size=32, batch_size=2)
+    with pytest.raises(ValueError, match=message):
+        data.setup("fit")
+
+
+def test_empty_validation_split_is_an_error_and_one_box_is_enough_to_train() -> None:
+    data = DetectionDataModule(train=_ListReader([[], [], [[2, 2, 20, 20]]]), val=_ListReader([]), input_size=32)
+    with pytest.raises(ValueError, match=r"the val split has no images"):
+        data.setup("fit")
+    data = DetectionDataModule(train=_ListReader([[], [], [[2, 2, 20, 20]]]), val=_ListReader([[]]), input_size=32)
+    data.setup("fit")
+    assert len(data.train_dataset) == 3
