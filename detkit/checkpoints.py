@@ -19,9 +19,14 @@ Versions:
 from __future__ import annotations
 
 import copy
+import pickle
+import re
+from pathlib import Path
 from typing import Any
 
-__all__ = ["CHECKPOINT_FORMAT_VERSION", "migrate_checkpoint"]
+import torch
+
+__all__ = ["CHECKPOINT_FORMAT_VERSION", "migrate_checkpoint", "read_checkpoint"]
 
 #: Version of the ``checkpoint["detkit"]`` block this detkit writes.
 CHECKPOINT_FORMAT_VERSION = 2
@@ -144,3 +149,39 @@ def migrate_checkpoint(checkpoint: dict[str, Any]) -> dict[str, Any]:
         migrated["hyper_parameters"] = dict(hparams, detector=_migrate_detector_config_v1(hparams["detector"]))
     return migrated
 
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a detkit checkpoint file safely (``torch.load(weights_only=True)``, tensors on the CPU).
+
+    Checks only that it is one (a dict with a ``detkit`` block and a ``state_dict``); the format is
+    :func:`migrate_checkpoint`'s business.
+
+    Raises:
+        FileNotFoundError: No file at ``path``.
+        ValueError: The file is truncated, not a torch file, holds objects a safe load refuses, or
+            is not a detkit checkpoint; the message names the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:  # torch's text suggests weights_only=False: never show it
+        found = re.search(r"GLOBAL ([\w.]+)", str(error))  # a class the safe unpickler refuses
+        if found is None:
+            raise ValueError(f"{path} is not a detkit checkpoint / cannot be read: truncated or not a torch file") from None
+        raise ValueError(
+            f"{path} is not a detkit checkpoint: it holds Python objects ({found.group(1)}) that a safe load "
+            "refuses; detkit checkpoints hold only tensors and plain data"
+        ) from None
+    except Exception as error:  # noqa: BLE001 - zip, pickle and I/O layers each raise their own errors
+        raise ValueError(
+            f"{path} is not a detkit checkpoint / cannot be read: truncated or not a torch file ({type(error).__name__})"
+        ) from None
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f"{path} is not a detkit checkpoint: it holds a {type(checkpoint).__name__}, not a checkpoint dict")
+    if not isinstance(checkpoint.get("detkit"), dict):
+        raise ValueError(f"{path} is not a detkit checkpoint (no 'detkit' block)")
+    if not isinstance(checkpoint.get("state_dict"), dict):
+        raise ValueError(f"{path} is not a detkit checkpoint: it has no 'state_dict' of weights")
+    return checkpoint

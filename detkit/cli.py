@@ -32,11 +32,18 @@ class DetkitCLI(LightningCLI):
       ``detkit predict`` finds;
     - ``validate``, ``test`` and ``predict`` with ``--ckpt_path`` letterbox as the checkpoint was
       trained (its ``input_size`` and ``pad_multiple``; a warning says so when the config differs);
+    - options are taken by their full names only (no argparse abbreviations);
     - every output follows ``trainer.default_root_dir`` unless given its own place: checkpoints go to
       ``<root>/checkpoints`` (``--checkpoint.dirpath``), predictions to ``<root>/predictions``
       (``--predictions.output_dir``) and, with ``trainer.logger`` left unset, metrics to a CSV logger
       (``<root>/csv``) and a TensorBoard logger (``<root>/tensorboard``).
     """
+
+    def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
+        """Every parser (main and per subcommand) takes options by their full names only: argparse's
+        prefix matching would take ``--trainer.max_epoch 3`` silently as ``--trainer.max_epochs``."""
+        kwargs.setdefault("allow_abbrev", False)
+        return super().init_parser(**kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")

@@ -3,38 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Sequence, Union
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
-from torch import Tensor, nn
+from torch import nn
 
-from detkit.checkpoints import migrate_checkpoint
+from detkit.checkpoints import migrate_checkpoint, read_checkpoint
 from detkit.config import instantiate
-from detkit.data.images import read_image
+from detkit.data.images import ImageLike, to_rgb_array
 from detkit.models import Detector
 from detkit.ops.letterbox import Letterbox
 
-ImageInput = Union[str, Path, Image.Image, np.ndarray, Tensor]
+#: Every image form :meth:`Predictor.predict` takes (see :func:`~detkit.data.images.to_rgb_array`).
+ImageInput = ImageLike
 
-
-def to_hwc_array(image: ImageInput) -> np.ndarray:
-    """One image in any accepted form -> ``[H, W, 3]`` RGB: ``uint8`` (paths, PIL, numpy) or
-    ``float32`` in ``[0, 1]`` (tensors), the form :class:`~detkit.ops.letterbox.Letterbox` takes."""
-    if isinstance(image, (str, Path)):
-        return read_image(image)
-    if isinstance(image, Image.Image):
-        return np.asarray(image.convert("RGB"))
-    if isinstance(image, np.ndarray):
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"numpy images must be HxWx3 uint8 RGB, got shape {image.shape} dtype {image.dtype}")
-        return image
-    if isinstance(image, Tensor):
-        if image.ndim != 3 or image.shape[0] != 3 or not image.is_floating_point():
-            raise ValueError(f"tensor images must be CHW float in [0, 1], got shape {tuple(image.shape)} {image.dtype}")
-        return image.detach().float().cpu().permute(1, 2, 0).contiguous().numpy()
-    raise TypeError(f"unsupported image type {type(image).__name__}; give a path, PIL image, numpy array or tensor")
+#: The name earlier detkit versions exported: one image in any form -> ``[H, W, 3]`` uint8 RGB.
+to_hwc_array = to_rgb_array
 
 
 class Predictor(nn.Module):
@@ -79,7 +64,9 @@ class Predictor(nn.Module):
 
         Args:
             images: one image or a list: a file path, PIL image, ``HxWx3`` uint8 RGB numpy array
-                or ``[3, H, W]`` float tensor in ``[0, 1]``.
+                or ``[3, H, W]`` tensor (uint8, or floats in ``[0, 1]``); grey, RGBA and 16-bit
+                forms too. Every form gives the pixels :func:`~detkit.data.images.read_image` gives
+                for the same file (see :func:`~detkit.data.images.to_rgb_array`).
             score_threshold: keep detections scoring above this (default: the detector's).
 
         Returns:
@@ -89,12 +76,12 @@ class Predictor(nn.Module):
         batch = list(images) if isinstance(images, (list, tuple)) else [images]
         if not batch:
             return []
-        arrays = [to_hwc_array(image) for image in batch]
+        arrays = [to_rgb_array(image) for image in batch]
         letterbox = self.letterbox
         boxed = [letterbox(array) for array in arrays]
-        # uint8 images -> [0, 1] floats; (B, S, S, 3) -> (B, 3, S, S)
-        unit = [padded.astype(np.float32) / 255.0 if padded.dtype == np.uint8 else padded for padded, _ in boxed]
-        inputs = torch.from_numpy(np.stack(unit)).permute(0, 3, 1, 2).to(self.device)
+        # uint8 (B, S, S, 3) -> [0, 1] floats (B, 3, S, S)
+        unit = np.stack([padded for padded, _ in boxed]).astype(np.float32) / 255.0
+        inputs = torch.from_numpy(unit).permute(0, 3, 1, 2).to(self.device)
         detections = self.detector.predict_batch(inputs, score_threshold=score_threshold)
         results = []
         for det, (_, scale), array in zip(detections, boxed, arrays):
@@ -151,13 +138,14 @@ def load_detector(path: str | Path, device: str | torch.device = "cpu", trusted:
     ``trusted`` modules, e.g. ``trusted=["my_heads"]`` for your own head): a checkpoint cannot run
     code. No Trainer or config file is needed; the detector's config, class names and input size
     come from the checkpoint's ``detkit`` block.
+
+    Raises:
+        FileNotFoundError: No file at ``path``.
+        ValueError: The file is truncated, not a torch file, or not a detkit checkpoint (the
+            message names it), or records no detector config or input size.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    if checkpoint.get("detkit") is None:
-        raise ValueError(f"{path} is not a detkit checkpoint (no 'detkit' block)")
+    checkpoint = read_checkpoint(path)  # names the file if missing, unreadable or not detkit's
     try:
         checkpoint = migrate_checkpoint(checkpoint)  # format 1 -> current (config and weight names)
     except ValueError as error:
@@ -172,7 +160,10 @@ def load_detector(path: str | Path, device: str | torch.device = "cpu", trusted:
     detector = instantiate_detector(meta["detector"], meta["num_classes"], pretrained_backbone=False, trusted=trusted)
     prefix = "detector."
     state = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
-    detector.load_state_dict(state)
+    try:
+        detector.load_state_dict(state)
+    except RuntimeError as error:  # torch lists the missing, unexpected and mis-shaped weights
+        raise ValueError(f"{path}: its weights do not fit its detector config: {error}") from None
     if meta.get("input_size") is None:
         raise ValueError(f"{path} does not record the input size it was trained at")
     input_size = meta["input_size"]

@@ -1,13 +1,16 @@
-"""Tests for detkit.checkpoints: migrating format-1 checkpoints to the composed detector of format 2."""
+"""Tests for detkit.checkpoints: reading checkpoint files safely, migrating format 1 to the composed format 2."""
 
+import argparse
 import copy
+import re
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 
-from detkit.checkpoints import CHECKPOINT_FORMAT_VERSION, migrate_checkpoint
+from detkit.checkpoints import CHECKPOINT_FORMAT_VERSION, migrate_checkpoint, read_checkpoint
 from detkit.config import instantiate
 from detkit.models import FPN, Detector, FCOSAssigner, FCOSDecoder, FCOSHead, FCOSLoss
 
@@ -199,3 +202,68 @@ def test_module_loading_a_format1_checkpoint_migrates_its_weights(reference):
     assert checkpoint["detkit"]["pad_multiple"] == 32  # format 1 always padded to 32
     for name, value in reference["state_dict"].items():
         assert torch.equal(module.detector.state_dict()[name.replace("fpn.", "neck.", 1)], value), name
+
+
+# --- files that are not (readable) detkit checkpoints -------------------------------------------
+
+
+def _real_checkpoint(path: Path, reference) -> bytes:
+    torch.save(_format1_checkpoint(reference), path)
+    return path.read_bytes()
+
+
+UNREADABLE = "not a detkit checkpoint / cannot be read: truncated or not a torch file"
+BAD_CHECKPOINTS = {
+    "first_half.ckpt": (lambda path, ref: _first_half(_real_checkpoint(path, ref)), UNREADABLE),
+    "last_byte_missing.ckpt": (lambda path, ref: _real_checkpoint(path, ref)[:-1], UNREADABLE),
+    "empty.ckpt": (lambda path, ref: b"", UNREADABLE),
+    "notes.ckpt": (lambda path, ref: b"epoch: 3\nmap: 0.41\n", UNREADABLE),
+    "noise.ckpt": (lambda path, ref: bytes(range(256)) * 8, UNREADABLE),
+    "namespace.ckpt": (lambda path, ref: _saved(path, {"args": argparse.Namespace(lr=0.1)}),
+                       r"holds Python objects \(argparse.Namespace\) that a safe load refuses"),
+    "list.ckpt": (lambda path, ref: _saved(path, [1, 2, 3]), "not a detkit checkpoint: it holds a list"),
+    "plain_weights.ckpt": (lambda path, ref: _saved(path, {"state_dict": {"w": torch.zeros(2)}}),
+                           r"not a detkit checkpoint \(no 'detkit' block\)"),
+    "no_state_dict.ckpt": (lambda path, ref: _saved(path, {"detkit": _format1_checkpoint(ref)["detkit"]}), "no 'state_dict'"),
+}  # fmt: skip
+
+
+def _first_half(data: bytes) -> bytes:
+    return data[: len(data) // 2]
+
+
+def _saved(path: Path, obj) -> bytes:
+    torch.save(obj, path)
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("name", sorted(BAD_CHECKPOINTS))
+def test_load_detector_names_the_file_it_cannot_use(tmp_path, reference, name):
+    import detkit
+
+    make, reason = BAD_CHECKPOINTS[name]
+    path = tmp_path / name
+    data = make(tmp_path / "source.ckpt", reference)
+    path.write_bytes(data)
+    with pytest.raises(ValueError, match=re.escape(str(path)) + ".*" + reason) as error:
+        detkit.load_detector(path)
+    shown = "".join(traceback.format_exception(error.value))  # what the user sees, chained errors included
+    assert "weights_only" not in shown
+
+
+def test_read_checkpoint_reads_a_real_checkpoint_and_a_missing_one_raises(tmp_path, reference):
+    _real_checkpoint(tmp_path / "real.ckpt", reference)
+    checkpoint = read_checkpoint(tmp_path / "real.ckpt")
+    assert checkpoint["detkit"]["format_version"] == 1 and checkpoint["state_dict"]
+    with pytest.raises(FileNotFoundError, match="missing.ckpt"):
+        read_checkpoint(tmp_path / "missing.ckpt")
+
+
+def test_load_detector_names_the_file_whose_weights_do_not_fit(tmp_path, reference):
+    import detkit
+
+    checkpoint = _format1_checkpoint(reference)
+    checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if "head" not in k}
+    torch.save(checkpoint, tmp_path / "headless.ckpt")
+    with pytest.raises(ValueError, match=r"(?s)headless.ckpt: its weights do not fit its detector config.*Missing key.*head"):
+        detkit.load_detector(tmp_path / "headless.ckpt")

@@ -160,3 +160,20 @@ def test_default_root_dir_moves_every_output(tmp_path, monkeypatch):
     assert list((root / "csv").glob("version_*/config.yaml")), "saved config missing"
     assert list((root / "tensorboard").glob("version_*/events.out.tfevents.*")), "TensorBoard events missing"
     assert len(json.loads((root / "predictions" / "predictions.json").read_text())) == 4
+
+
+@pytest.mark.parametrize("option", ["--trainer.max_epoch", "--trainer.max_step", "--data.batch_siz"])
+def test_abbreviated_options_are_rejected_naming_them(option, capsys):
+    """argparse prefix matching would take ``--trainer.max_epoch 3`` silently as ``--trainer.max_epochs``."""
+    from detkit.cli import parse_config
+    from detkit.commands import main
+
+    with pytest.raises(SystemExit) as exit_info:  # the `detkit fit` entry, parse only
+        main(["fit", "--config", str(CONFIG), option, "3", "--print_config"])
+    assert exit_info.value.code == 2
+    assert f"unrecognized arguments: {option} 3" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # and the parse-only helper tools use
+        parse_config(["--config", str(CONFIG), option, "3"])
+    assert f"unrecognized arguments: {option} 3" in capsys.readouterr().err
+    full = option + ("s" if option.startswith("--trainer") else "e")
+    assert parse_config(["--config", str(CONFIG), full, "3"]).get(full[2:]) == 3

@@ -1,4 +1,4 @@
-"""Tests for detkit.inference: input forms, letterbox round trip, checkpoint checks."""
+"""Tests for detkit.inference: input forms (same pixels as the file), letterbox round trip, checkpoint checks."""
 
 import numpy as np
 import pytest
@@ -58,7 +58,7 @@ def test_accepts_path_pil_numpy_and_tensor(tmp_path):
 def test_rejects_bad_images():
     predictor = Predictor(BrightBoxDetector(), ["square"], input_size=100)
     with pytest.raises(ValueError, match="HxWx3 uint8"):
-        predictor.predict(np.zeros((10, 10), dtype=np.uint8))
+        predictor.predict(np.zeros((10, 10, 2), dtype=np.uint8))
     with pytest.raises(TypeError, match="unsupported image type"):
         predictor.predict(42)
 
@@ -117,3 +117,91 @@ def test_predictor_letterbox_pads_to_the_training_pad_multiple():
     torch.testing.assert_close(result["boxes"], torch.tensor([[50.0, 20.0, 90.0, 60.0]]))
     Predictor(detector, ["square"], input_size=100, pad_multiple=8).predict(_image_with_box())
     assert detector.seen_shapes[-1] == (1, 3, 104, 104)
+
+
+class RecordingDetector(BrightBoxDetector):
+    """Records every letterboxed batch it is given, so tests compare the exact pixels the model saw."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inputs: list[torch.Tensor] = []
+
+    def predict_batch(self, images, score_threshold=None):
+        self.inputs.append(images.clone())
+        return super().predict_batch(images, score_threshold)
+
+
+def _seen(image) -> tuple[torch.Tensor, dict]:
+    """The input the detector saw for ``image``, and the prediction."""
+    detector = RecordingDetector()
+    [result] = Predictor(detector, ["square"], input_size=64).predict(image)
+    return detector.inputs[0], result
+
+
+def _exif_rotated_jpeg(path):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # displayed rotated 90 deg clockwise: 40 wide x 20 high stored, 20 x 40 shown
+    Image.fromarray(_image_with_box()[::5, ::5].copy()).save(path, exif=exif.tobytes(), quality=95)
+
+
+def _rgba_png(path):
+    rgba = np.zeros((40, 64, 4), dtype=np.uint8)  # longest side 64: no resize
+    rgba[..., :3] = 255  # white everywhere, but ...
+    rgba[10:30, 20:40, 3] = 255  # ... only this box is opaque: the rest is hidden white over black
+    Image.fromarray(rgba).save(path)
+
+
+def _png_16bit(path):
+    values = np.full((40, 64), 257 * 20, dtype=np.uint16)
+    values[5:25, 10:30] = 65535
+    Image.fromarray(values).save(path)
+
+
+@pytest.mark.parametrize("make", [_exif_rotated_jpeg, _rgba_png, _png_16bit], ids=["exif_jpeg", "rgba_png", "png_16bit"])
+def test_pil_image_gives_the_same_pixels_and_detections_as_its_path(tmp_path, make):
+    path = tmp_path / "image.png"
+    if make is _exif_rotated_jpeg:
+        path = tmp_path / "image.jpg"
+    make(path)
+    by_path, expected = _seen(path)
+    with Image.open(path) as image:
+        by_pil, result = _seen(image)
+    assert torch.equal(by_pil, by_path)
+    torch.testing.assert_close(result["boxes"], expected["boxes"], rtol=0, atol=0)
+
+
+def test_rotated_rgba_and_16bit_files_come_in_as_displayed(tmp_path):
+    _exif_rotated_jpeg(tmp_path / "r.jpg")
+    _rgba_png(tmp_path / "a.png")
+    _png_16bit(tmp_path / "d.png")
+    # stored rows 4..11, cols 10..17 of a 20x40 image; displayed 90 deg clockwise: x 8..15, y 10..17
+    torch.testing.assert_close(_seen(tmp_path / "r.jpg")[1]["boxes"], torch.tensor([[8.0, 10.0, 16.0, 18.0]]), rtol=0, atol=1.0)
+    torch.testing.assert_close(_seen(tmp_path / "a.png")[1]["boxes"], torch.tensor([[20.0, 10.0, 40.0, 30.0]]))
+    torch.testing.assert_close(_seen(tmp_path / "d.png")[1]["boxes"], torch.tensor([[10.0, 5.0, 30.0, 25.0]]))
+
+
+@pytest.mark.parametrize(
+    "image, match",
+    [
+        (torch.from_numpy(_image_with_box()).permute(2, 0, 1).float(), r"float image values in \[0, 255\]: expected 0..1 floats"),
+        (_image_with_box().astype(np.float32), r"float image values in \[0, 255\]"),
+        (torch.from_numpy(_image_with_box()).permute(2, 0, 1).float() / 127.5 - 1, r"float image values in \[-1, 1\]"),
+    ],
+    ids=["tensor_0_255", "numpy_0_255", "tensor_minus1_1"],
+)
+def test_float_images_outside_0_1_raise_saying_the_range(image, match):
+    detector = RecordingDetector()
+    with pytest.raises(ValueError, match=match):
+        Predictor(detector, ["square"], input_size=64).predict(image)
+    assert detector.inputs == []  # nothing reached the model
+
+
+def test_float_and_uint8_tensors_give_the_uint8_pixels():
+    image = _image_with_box()
+    image[70:90, 120:180] = np.arange(60, dtype=np.uint8)[None, :, None] * 4  # every level 0..236 present
+    expected, result = _seen(image)
+    chw = torch.from_numpy(image).permute(2, 0, 1)
+    for form in (chw.float() / 255, chw.half().float() / 255, chw.double() / 255, chw):
+        seen, got = _seen(form)
+        assert torch.equal(seen, expected)
+        torch.testing.assert_close(got["boxes"], result["boxes"], rtol=0, atol=0)
