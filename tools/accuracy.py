@@ -90,7 +90,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 #: detkit rows when no ``--detkit`` is given: name -> configs (later ones override).
 DEFAULT_ROWS = {
-    "detkit_fcos_scratch": ["configs/raccoon.yaml"],
+    "detkit_tal_scratch": ["configs/raccoon.yaml"],
+    "detkit_fcos_scratch": ["configs/raccoon.yaml", "configs/raccoon_fcos.yaml"],
     "detkit_imagenet_mnv2": ["configs/raccoon.yaml", "configs/raccoon_imagenet.yaml"],
 }
 YOLO = "yolo11n"
