@@ -7,13 +7,13 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import torch
 from jsonargparse import Namespace
 from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from detkit.callbacks import Checkpoint, PredictionWriter
+from detkit.checkpoints import read_checkpoint
 from detkit.config import instantiate
 from detkit.data import DetectionDataModule
 from detkit.module import DetectionModule
@@ -88,7 +88,7 @@ def match_checkpoint_input(data: Namespace, ckpt_path: str | Path) -> None:
     was trained with, warning about each value the config had otherwise: one checkpoint, one mAP."""
     if not Path(ckpt_path).is_file():
         return  # Lightning reports the missing file
-    meta = torch.load(ckpt_path, map_location="cpu", weights_only=True).get("detkit") or {}
+    meta = read_checkpoint(ckpt_path)["detkit"]  # a file that is not a detkit checkpoint: named error
     trained = {"input_size": meta.get("input_size"), "pad_multiple": meta.get("pad_multiple", 32)}
     for key, value in trained.items():
         if value is not None and data.get(key) != value:

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from detkit.checkpoints import migrate_checkpoint
+from detkit.checkpoints import migrate_checkpoint, read_checkpoint
 
 __all__ = ["LoadReport", "load_detector_weights", "match_state_dict"]
 
@@ -157,7 +157,7 @@ def load_detector_weights(
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint to initialise from not found: {path}")
         source = str(path)
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = read_checkpoint(path)  # a truncated or foreign file: an error naming it
     state, class_names = _detector_state(checkpoint, source)
     loadable, report = match_state_dict(detector, state, source)
     report.class_names = class_names

@@ -178,3 +178,14 @@ def test_abbreviated_options_are_rejected_naming_them(option, capsys):
     assert f"unrecognized arguments: {option} 3" in capsys.readouterr().err
     full = option + ("s" if option.startswith("--trainer") else "e")
     assert parse_config(["--config", str(CONFIG), full, "3"]).get(full[2:]) == 3
+
+
+@pytest.mark.parametrize("content", [b"not a checkpoint\n", b"PK\x03\x04truncated"], ids=["text", "truncated-zip"])
+def test_evaluating_with_an_unreadable_checkpoint_names_it(tmp_path, content):
+    from detkit.cli import match_checkpoint_input, parse_config
+
+    path = tmp_path / "broken.ckpt"
+    path.write_bytes(content)
+    data = parse_config(["--config", str(CONFIG)]).data
+    with pytest.raises(ValueError, match=r"broken\.ckpt is not a detkit checkpoint / cannot be read"):
+        match_checkpoint_input(data, path)

@@ -148,3 +148,11 @@ def test_errors(tmp_path):
     foreign["state_dict"] = {"detector.something.else": torch.zeros(3)}
     with pytest.raises(ValueError, match="no tensor"):
         load_detector_weights(target, foreign)
+
+
+def test_initialising_from_a_truncated_checkpoint_names_it(tmp_path):
+    path = tmp_path / "three.ckpt"
+    torch.save(_checkpoint(_trained(3), ["cat", "dog", "fox"]), path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ValueError, match=r"three\.ckpt is not a detkit checkpoint / cannot be read: truncated"):
+        load_detector_weights(instantiate_detector(CONFIG, 1), path)
