@@ -13,6 +13,8 @@ from PIL import Image
 
 from detkit.data import CocoReader, ImageReadError, VocReader, YoloReader
 from detkit.data.check import check_dataset, plot_reports
+from detkit.data.images import TruncatedImageWarning
+from detkit.data.readers import AnnotationError
 
 NAMES = ["cat", "dog"]
 
@@ -30,7 +32,7 @@ def _cut_jpeg(path: Path) -> None:
     path.write_bytes(data[: len(data) // 2])
 
 
-# ---- 1-2. corrupt file / truncated JPEG: error naming it, or skipped + counted + warned on request
+# ---- 1-2. corrupt file: error naming it, or skipped + counted + warned on request; truncated JPEG: recovered + warned
 def test_corrupt_and_truncated_images_raise_or_are_skipped_with_count(tmp_path: Path, write_yolo) -> None:
     images_dir, _ = write_yolo(tmp_path, {"a.png": (10, 10), "c.png": (10, 10)}, {"a": "0 .5 .5 .2 .2\n"})
     _cut_jpeg(images_dir / "b.jpg")  # header fine, pixel data cut
@@ -40,14 +42,12 @@ def test_corrupt_and_truncated_images_raise_or_are_skipped_with_count(tmp_path: 
     with pytest.warns(UserWarning, match=r"skipped 1 unreadable images .*d\.png"):
         ds = YoloReader(images_dir, class_names=NAMES, skip_unreadable=True).load()
     assert ds.files == ["a.png", "b.jpg", "c.png"] and ds.issues.unreadable == ["d.png"]
-    with pytest.warns(UserWarning, match=r"skipping unreadable image \(2 skipped so far.*b\.jpg"):
-        image, target = ds[1]
-    assert target["file_name"] == "c.png" and image.shape == (10, 10, 3)  # the next image stands in
-    report = check_dataset(ds)
-    assert report.errors and len(report.unreadable) == 2  # the checker names both
-    ds.skip_unreadable = False
-    with pytest.raises(ImageReadError, match=r"b\.jpg"):
-        ds[1]
+    with pytest.warns(TruncatedImageWarning, match=r"recovered truncated image .*b\.jpg"):
+        image, target = ds[1]  # pixel data cut: decoded as far as it goes, as image viewers show it
+    assert target["file_name"] == "b.jpg" and image.shape == (64, 64, 3)
+    with pytest.warns(TruncatedImageWarning):
+        report = check_dataset(ds)
+    assert report.unreadable == ["d.png (skipped by the reader)"] and "1 unreadable images: d.png" in report.errors[0]
 
 
 # ---- 3-7. EXIF rotation, CMYK, RGBA, 16-bit, grayscale: loaded as RGB with the right size and boxes
@@ -142,9 +142,8 @@ def test_empty_dataset(tmp_path: Path, make_coco) -> None:
     (tmp_path / "annotations").mkdir()
     with pytest.raises(ValueError, match=r"no images with annotations in .*annotations"):
         VocReader(tmp_path / "images", tmp_path / "annotations").load()
-    with warnings.catch_warnings():
-        ds = CocoReader(*make_coco([], images=[]))
-    assert "empty dataset: no images" in check_dataset(ds).errors
+    with pytest.raises(AnnotationError, match=r"ann\.json: no images"):
+        CocoReader(*make_coco([], images=[])).load()
 
 
 def test_report_counts_crowd_classes_non_contiguous_ids_and_plot(tmp_path: Path, make_coco) -> None:

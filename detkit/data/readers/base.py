@@ -1,15 +1,16 @@
-"""``Reader``: what every dataset format provides to :class:`~detkit.data.DetectionDataModule`; ``DatasetIssues``."""
+"""``Reader``: what every dataset format provides; ``DatasetIssues`` (repaired) and ``AnnotationError`` (refused)."""
 
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from torch.utils.data import Dataset
 
-__all__ = ["DatasetIssues", "Reader", "examples"]
+__all__ = ["AnnotationError", "AnnotationProblems", "DatasetIssues", "Reader", "examples"]
 
 _EXAMPLES = 3  # how many offending items a message names
 
@@ -18,6 +19,45 @@ def examples(items: list[str], n: int = _EXAMPLES) -> str:
     """``"a, b, c (and 4 more)"`` for messages."""
     more = f" (and {len(items) - n} more)" if len(items) > n else ""
     return ", ".join(items[:n]) + more
+
+
+class AnnotationError(ValueError):
+    """An annotation file (or an entry of one) that a reader refuses; the message names the file and the entry."""
+
+
+class AnnotationProblems:
+    """Malformed entries collected while parsing, raised together as one :class:`AnnotationError`.
+
+    Each kind of problem (``"annotations without 'bbox'"``) is counted and a few of its entries
+    named (``"annotation 7"``), so a systematic mistake reads as one line, not the first of thousands.
+    """
+
+    def __init__(self, source: str | Path) -> None:
+        """Start with no problems.
+
+        Args:
+            source: The file or folder the entries come from (starts the message).
+        """
+        self.source = str(source)
+        self.found: dict[str, list[str]] = {}
+
+    def add(self, what: str, where: str) -> None:
+        """Record one entry ``where`` with the problem ``what``."""
+        self.found.setdefault(what, []).append(where)
+
+    def __bool__(self) -> bool:
+        return bool(self.found)
+
+    def raise_if_any(self) -> None:
+        """Raise one :class:`AnnotationError` counting each kind of problem and naming a few entries.
+
+        Raises:
+            AnnotationError: Anything was added.
+        """
+        if self.found:  # "2 images without 'id' in a.json: images[0], images[3]; 1 annotations without ..."
+            kinds = [f"{len(items)} {what}" + (f" in {self.source}" if not k else "") + f": {examples(items)}"
+                     for k, (what, items) in enumerate(self.found.items())]  # fmt: skip
+            raise AnnotationError("; ".join(kinds))
 
 
 @dataclass
@@ -34,6 +74,7 @@ class DatasetIssues:
         ignored: Crowd / ``difficult`` boxes, kept with ``iscrowd=1`` (not positives).
         non_contiguous_ids: Category ids when they are not ``0..K-1`` (mapped to contiguous labels).
         unreadable: Images that could not be read and were skipped (``skip_unreadable=True``).
+        not_images: Files in an image folder whose suffix is not an image extension (skipped, warned about).
     """
 
     source: str = ""
@@ -44,6 +85,7 @@ class DatasetIssues:
     ignored: list[str] = field(default_factory=list)
     non_contiguous_ids: list[int] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
+    not_images: list[str] = field(default_factory=list)
 
     def warn(self, stacklevel: int = 3) -> None:
         """One warning per kind of repaired problem, counting it and naming a few examples."""
@@ -78,7 +120,8 @@ class Reader(Dataset):
         """Parse the annotations now (otherwise done on first use); returns ``self``.
 
         Raises:
-            FileNotFoundError, ValueError: The format's errors, naming the file.
+            FileNotFoundError: A file or folder of the dataset is missing.
+            AnnotationError: A malformed annotation (a ``ValueError``), naming the file and the entry.
         """
         return self
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
-from detkit.data.readers.base import DatasetIssues
+from detkit.data.readers.base import AnnotationError, AnnotationProblems, DatasetIssues
 from detkit.data.readers.records import DetectionRecords, Records, sanitize_boxes
 
 __all__ = ["CocoReader", "read_coco_categories"]
@@ -22,7 +23,82 @@ def _load_json(ann_file: Path) -> Any:
         try:
             return json.load(f)
         except json.JSONDecodeError as error:
-            raise ValueError(f"{ann_file} is not valid json: {error}") from error
+            raise AnnotationError(f"{ann_file} is not valid json: {error}") from error
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# What each entry of a COCO json must hold: field -> (required, check, what the check expects).
+_Rule = tuple[bool, Callable[[Any], bool], str]
+_RULES: dict[str, dict[str, _Rule]] = {
+    "categories": {
+        "id": (True, _is_int, "an integer"),
+        "name": (True, lambda v: isinstance(v, str) and bool(v.strip()), "a non-empty string"),
+    },
+    "images": {
+        "id": (True, _is_int, "an integer"),
+        "file_name": (True, lambda v: isinstance(v, str) and bool(v.strip()), "a non-empty string"),
+        "width": (True, lambda v: _is_number(v) and v > 0, "a positive number"),
+        "height": (True, lambda v: _is_number(v) and v > 0, "a positive number"),
+    },
+    "annotations": {
+        "id": (False, _is_int, "an integer"),
+        "image_id": (True, _is_int, "an integer"),
+        "category_id": (True, _is_int, "an integer"),
+        "bbox": (
+            True,
+            lambda v: isinstance(v, list) and len(v) == 4 and all(_is_number(x) for x in v),
+            "4 finite numbers [x, y, width, height]",
+        ),
+        "area": (False, lambda v: v is None or (_is_number(v) and v >= 0), "a number >= 0"),
+        "iscrowd": (False, lambda v: _is_number(v) and v in (0, 1), "0 or 1"),
+    },
+}
+_SINGULAR = {"categories": "category", "images": "image", "annotations": "annotation"}
+
+
+def _entries(
+    data: dict[str, Any], key: str, ann_file: Path, problems: AnnotationProblems
+) -> list[tuple[str, dict[str, Any]]]:
+    """The well-formed entries of ``data[key]``, each with its name (``"image 7"``; ``"images[3]"`` without id).
+
+    Each malformed entry is added to ``problems``, named with the field at fault; duplicate ids
+    raise at once (they make every later lookup ambiguous). A missing or ``null`` list is empty.
+
+    Raises:
+        AnnotationError: ``data[key]`` is not a list, or two entries share an id.
+    """
+    entries = data.get(key)
+    entries = [] if entries is None else entries
+    if not isinstance(entries, list):
+        raise AnnotationError(f"{ann_file}: '{key}' must be a list, got {type(entries).__name__}")
+    kind, valid = _SINGULAR[key], []
+    for k, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            problems.add(f"{key} entries that are not objects", f"{key}[{k}] = {entry!r:.40}")
+            continue
+        name = f"{kind} {entry['id']}" if _is_int(entry.get("id")) else f"{key}[{k}]"  # without id: its position
+        ok = True
+        for field, (required, check, expected) in _RULES[key].items():
+            if field not in entry:
+                if required:
+                    problems.add(f"{key} without '{field}'", name)
+                    ok = False
+            elif not check(entry[field]):
+                problems.add(f"{key} whose '{field}' is not {expected}", f"{name} ({field}: {entry[field]!r:.40})")
+                ok = False
+        if ok:
+            valid.append((name, entry))
+    duplicates = sorted(i for i, n in Counter(e["id"] for _, e in valid if "id" in e).items() if n > 1)
+    if duplicates:
+        raise AnnotationError(f"duplicate {kind} ids {duplicates[:10]} in {ann_file}")
+    return valid
 
 
 def read_coco_categories(ann_file: str | Path) -> list[dict[str, Any]]:
@@ -30,7 +106,8 @@ def read_coco_categories(ann_file: str | Path) -> list[dict[str, Any]]:
 
     Raises:
         FileNotFoundError: ``ann_file`` does not exist.
-        ValueError: The file is not a COCO json with categories.
+        AnnotationError: The file is not a COCO json with categories, or a category lacks its ``id``
+            or ``name`` (named), or two share an id.
     """
     ann_file = Path(ann_file)
     return _categories(_load_json(ann_file), ann_file)
@@ -38,13 +115,11 @@ def read_coco_categories(ann_file: str | Path) -> list[dict[str, Any]]:
 
 def _categories(data: Any, ann_file: Path) -> list[dict[str, Any]]:
     if not isinstance(data, dict) or not data.get("categories"):
-        raise ValueError(f"{ann_file} has no 'categories' list; is it a COCO instances json?")
-    categories = sorted(data["categories"], key=lambda c: c["id"])
-    ids = [c["id"] for c in categories]
-    duplicates = sorted(i for i, n in Counter(ids).items() if n > 1)
-    if duplicates:
-        raise ValueError(f"duplicate category ids {duplicates} in {ann_file}")
-    return categories
+        raise AnnotationError(f"{ann_file} has no 'categories' list; is it a COCO instances json?")
+    problems = AnnotationProblems(ann_file)
+    categories = [c for _, c in _entries(data, "categories", ann_file, problems)]
+    problems.raise_if_any()
+    return sorted(categories, key=lambda c: c["id"])
 
 
 class CocoReader(DetectionRecords):
@@ -77,8 +152,11 @@ class CocoReader(DetectionRecords):
 
         Loading raises:
             FileNotFoundError: The json, the folder or an image file listed in the json is missing.
-            ValueError: Invalid json, duplicate image or category ids, an image without size, an
-                annotation of an unknown image or category.
+            AnnotationError: Invalid json; an entry without a field it needs or with a malformed one
+                (category ``id`` / ``name``; image ``id`` / ``file_name`` / ``width`` / ``height``;
+                annotation ``image_id`` / ``category_id`` / ``bbox``, and ``id`` / ``area`` /
+                ``iscrowd`` when given), named with its id and the field; duplicate category, image
+                or annotation ids; an annotation of an unknown image or category; no images.
         """
         super().__init__(images, skip_unreadable)
         self.ann_file = Path(annotations)
@@ -98,32 +176,32 @@ class CocoReader(DetectionRecords):
         if category_ids != list(range(len(category_ids))):
             issues.non_contiguous_ids = list(category_ids)
 
-        images: list[dict[str, Any]] = list(data.get("images", []))
-        duplicates = sorted(i for i, n in Counter(img["id"] for img in images).items() if n > 1)
-        if duplicates:
-            raise ValueError(f"duplicate image ids {duplicates[:10]} in {self.ann_file}")
+        problems = AnnotationProblems(self.ann_file)
+        images = [img for _, img in _entries(data, "images", self.ann_file, problems)]
+        annotations = _entries(data, "annotations", self.ann_file, problems)
+        problems.raise_if_any()
+        if not images:
+            raise AnnotationError(
+                f"{self.ann_file}: no images ('images' is missing or empty; {len(category_ids)} categories, "
+                f"{len(annotations)} annotations): a dataset needs images"
+            )
         for img in images:
             path = self.images_dir / img["file_name"]
             if not path.is_file():
                 raise FileNotFoundError(f"image {path} listed in {self.ann_file} (image id {img['id']}) does not exist")
-            if "height" not in img or "width" not in img:
-                raise ValueError(f"image {img['file_name']} (id {img['id']}) in {self.ann_file} has no height/width")
         index_of = {img["id"]: i for i, img in enumerate(images)}
 
         per_image: list[list[dict[str, Any]]] = [[] for _ in images]
-        for ann in data.get("annotations", []):
-            if ann.get("image_id") not in index_of:
-                raise ValueError(
-                    f"annotation {ann.get('id')} in {self.ann_file} refers to image id {ann.get('image_id')}, "
-                    "which is not in 'images'"
-                )
-            i = index_of[ann["image_id"]]
-            if ann.get("category_id") not in label_of:
-                raise ValueError(
-                    f"annotation {ann.get('id')} of image {images[i]['file_name']} in {self.ann_file} has "
-                    f"unknown category id {ann.get('category_id')} (known: {category_ids})"
-                )
-            per_image[i].append(ann)
+        for name, ann in annotations:
+            if ann["image_id"] not in index_of:
+                problems.add("annotations of an image id not in 'images'", f"{name} (image id {ann['image_id']})")
+            elif ann["category_id"] not in label_of:
+                where = f"{name} of {images[index_of[ann['image_id']]]['file_name']}"
+                problems.add(f"annotations of unknown category ids (known: {category_ids})",
+                             f"{where} (category id {ann['category_id']})")  # fmt: skip
+            else:
+                per_image[index_of[ann["image_id"]]].append(ann)
+        problems.raise_if_any()
 
         targets = [_target(img, anns, label_of, issues) for img, anns in zip(images, per_image)]
         issues.warn(stacklevel=6)

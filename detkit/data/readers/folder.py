@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from detkit.data.images import IMAGE_EXTENSIONS
 from detkit.data.readers.base import DatasetIssues
 from detkit.data.readers.records import DetectionRecords, Records, empty_target
 
@@ -29,7 +28,9 @@ class FolderReader(DetectionRecords):
 
         Loading raises:
             FileNotFoundError: ``images`` is not a folder.
-            ValueError: ``images`` holds no image files.
+            AnnotationError: ``images`` holds no image files.
+
+        Loading warns (once, with a count) about files that are not images by their suffix (e.g. ``.tif``).
         """
         super().__init__(images, skip_unreadable)
 
@@ -39,15 +40,12 @@ class FolderReader(DetectionRecords):
     def _parse(self) -> Records:
         if not self.images_dir.is_dir():
             raise FileNotFoundError(f"image folder not found: {self.images_dir}")
-        files = sorted(
-            p.name for p in self.images_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-        )
-        if not files:
-            raise ValueError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in {self.images_dir}")
+        issues = DatasetIssues(source=str(self.images_dir))
+        files = self._list_images(issues, stacklevel=6)
         return Records(
             files=files,
             sizes=[None] * len(files),
             targets=[empty_target() for _ in files],
             class_names=[],
-            issues=DatasetIssues(source=str(self.images_dir)),
+            issues=issues,
         )

@@ -9,10 +9,13 @@ from typing import Any
 
 import numpy as np
 
-from detkit.data.images import ImageReadError, image_size, read_image
-from detkit.data.readers.base import DatasetIssues, Reader, examples
+from detkit.data.images import IMAGE_EXTENSIONS, ImageReadError, image_size, read_image
+from detkit.data.readers.base import AnnotationError, DatasetIssues, Reader, examples
 
 __all__ = ["DetectionRecords", "Records", "empty_target", "sanitize_boxes"]
+
+# Suffixes of files that sit next to images without being meant as images (not worth a warning).
+_NOT_IMAGE_SUFFIXES = frozenset({"", ".txt", ".json", ".yaml", ".yml", ".csv", ".xml", ".cache", ".md"})
 
 
 def sanitize_boxes(
@@ -70,8 +73,11 @@ class DetectionRecords(Reader):
     """Base of file-backed readers: image files with per-box targets parsed once, on first use.
 
     Subclasses implement :meth:`_parse` (list the files, parse the annotations, warn about what
-    they repaired) and ``__repr__``; a format that does not annotate image sizes reads them with
-    :meth:`_probe_size` and reports the images it skipped with :meth:`_warn_unreadable`. Items are ``(image uint8 [H, W, 3] RGB, target)`` as in
+    they repaired) and ``__repr__``; a format that lists an image folder does it with
+    :meth:`_list_images`; a format that does not annotate image sizes reads them with
+    :meth:`_probe_size` and reports the images it skipped with :meth:`_warn_unreadable`. A dataset
+    of no images is an :class:`~detkit.data.readers.base.AnnotationError`, never an empty reader.
+    Items are ``(image uint8 [H, W, 3] RGB, target)`` as in
     :class:`~detkit.data.readers.base.Reader`, with ``image_id`` (the format's id, else the index)
     and ``file_name`` (relative to ``images_dir``); an image whose size differs from its
     annotation raises :class:`~detkit.data.images.ImageReadError`.
@@ -100,6 +106,48 @@ class DetectionRecords(Reader):
     def _parse(self) -> Records:
         """List the images and parse their annotations (called once, by :meth:`load`)."""
         raise NotImplementedError
+
+    def _list_images(
+        self,
+        issues: DatasetIssues,
+        recursive: bool = False,
+        used: set[str] | None = None,
+        required: bool = True,
+        stacklevel: int = 1,
+    ) -> list[str]:
+        """The image files (``IMAGE_EXTENSIONS``, any case) in ``images_dir``, relative posix paths, sorted.
+
+        Other files, except hidden ones, obvious non-images (``.txt``, ``.json``, ``.yaml``, ``.csv``,
+        ``.xml``, ``.cache``, ...) and those in ``used`` (annotated by name), are added to
+        ``issues.not_images`` and counted in one warning naming a few: an image in a format that is
+        not listed (``.tif``) is never left out silently. ``stacklevel`` is counted from the caller.
+
+        Raises:
+            AnnotationError: ``required`` and no image files (counting the other files).
+        """
+        paths = self.images_dir.rglob("*") if recursive else self.images_dir.iterdir()
+        images: list[str] = []
+        for path in paths:
+            if not path.is_file():
+                continue
+            name = path.relative_to(self.images_dir).as_posix()
+            suffix = path.suffix.lower()
+            if suffix in IMAGE_EXTENSIONS:
+                images.append(name)
+            elif suffix not in _NOT_IMAGE_SUFFIXES and not any(part.startswith(".") for part in name.split("/")):
+                if name not in (used or set()):
+                    issues.not_images.append(name)
+        issues.not_images.sort()
+        if issues.not_images:
+            warnings.warn(
+                f"{len(issues.not_images)} files in {self.images_dir} skipped: their suffix is not an image "
+                f"extension ({', '.join(IMAGE_EXTENSIONS)}) (e.g. {examples(issues.not_images)})",
+                stacklevel=stacklevel + 1,
+            )
+        if required and not images:
+            others = f" ({len(issues.not_images)} other files)" if issues.not_images else ""
+            raise AnnotationError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in {self.images_dir}{others}")
+        return sorted(images)
 
     def _probe_size(self, name: str, issues: DatasetIssues) -> tuple[int, int] | None:
         """``(height, width)`` of ``images_dir / name`` from its header, for images whose annotation has no size.
@@ -131,9 +179,19 @@ class DetectionRecords(Reader):
             )
 
     def load(self) -> DetectionRecords:
-        """Parse the annotations now (otherwise done on first use); returns ``self``."""
+        """Parse the annotations now (otherwise done on first use); returns ``self``.
+
+        Raises:
+            FileNotFoundError: A file or folder of the dataset is missing.
+            AnnotationError: A malformed annotation, or no images at all (naming the files).
+        """
         if self._records is None:
-            self._records = self._parse()
+            records = self._parse()
+            if not records.files:  # the formats say why where they know; this is the guarantee
+                skipped = len(records.issues.unreadable)
+                readable = f"readable images ({skipped} unreadable skipped)" if skipped else "images"
+                raise AnnotationError(f"no {readable} in {self!r} (images folder {self.images_dir})")
+            self._records = records
         return self
 
     @property

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from detkit.data.images import IMAGE_EXTENSIONS
-from detkit.data.readers.base import DatasetIssues, examples
+from detkit.data.readers.base import AnnotationError, AnnotationProblems, DatasetIssues, examples
 from detkit.data.readers.records import DetectionRecords, Records, empty_target, sanitize_boxes
 
 __all__ = ["VocReader", "parse_voc_xml", "read_split_file", "voc_class_names"]
@@ -20,29 +21,53 @@ __all__ = ["VocReader", "parse_voc_xml", "read_split_file", "voc_class_names"]
 def parse_voc_xml(path: Path) -> dict[str, Any]:
     """``{"filename", "size": (h, w) or None, "objects": [{"name", "box": [x1, y1, x2, y2], "difficult"}]}``.
 
+    A missing, empty or non-positive ``<size>`` is ``None`` (the image is measured instead).
+
     Raises:
-        ValueError: Not well-formed xml, or an object without ``name`` or a numeric ``bndbox``.
+        AnnotationError: Not well-formed xml, a ``<size>`` that is not numbers, or objects without a
+            ``<name>`` or a ``<bndbox>`` of four finite numbers (each counted, naming the object and tag).
     """
     try:
         root = ET.parse(path).getroot()
     except ET.ParseError as error:
-        raise ValueError(f"{path} is not valid VOC xml: {error}") from error
+        raise AnnotationError(f"{path} is not valid VOC xml: {error}") from error
+    problems = AnnotationProblems(path)
     size = None
-    width, height = root.findtext("size/width"), root.findtext("size/height")
-    if width and height and float(width) > 0 and float(height) > 0:
-        size = (int(float(height)), int(float(width)))
+    given = [(root.findtext(f"size/{key}") or "").strip() for key in ("width", "height")]
+    if all(given):
+        width, height = (_number(text) for text in given)
+        if width is None or height is None:
+            problems.add("<size> values that are not finite numbers", f"<width>{given[0]:.20}</width> "
+                         f"<height>{given[1]:.20}</height>")  # fmt: skip
+        elif width > 0 and height > 0:
+            size = (int(height), int(width))
     objects = []
     for k, obj in enumerate(root.findall("object"), start=1):
         name = (obj.findtext("name") or "").strip()
-        try:
-            box = [float(obj.findtext(f"bndbox/{key}") or "nan") for key in ("xmin", "ymin", "xmax", "ymax")]
-        except ValueError as error:
-            raise ValueError(f"{path} object {k}: bndbox is not numeric ({error})") from error
-        if not name or any(np.isnan(box)):
-            raise ValueError(f"{path} object {k}: needs a <name> and <bndbox> with xmin, ymin, xmax, ymax")
-        difficult = (obj.findtext("difficult") or "0").strip() not in ("0", "", "false")
+        if not name:
+            problems.add("objects without <name>", f"object {k}")
+        texts = {key: (obj.findtext(f"bndbox/{key}") or "").strip() for key in ("xmin", "ymin", "xmax", "ymax")}
+        box = [_number(text) for text in texts.values()]
+        missing = [f"<{key}>" for key, text in texts.items() if not text]
+        bad = [f"<{key}>{text:.20}</{key}>" for (key, text), v in zip(texts.items(), box) if text and v is None]
+        if missing:
+            problems.add("objects without <bndbox> coordinates", f"object {k} '{name}' ({' '.join(missing)})")
+        if bad:
+            problems.add("objects with <bndbox> coordinates that are not finite numbers",
+                         f"object {k} '{name}' ({' '.join(bad)})")  # fmt: skip
+        difficult = (obj.findtext("difficult") or "0").strip().lower() not in ("0", "", "false")
         objects.append({"name": name, "box": box, "difficult": difficult})
+    problems.raise_if_any()
     return {"filename": (root.findtext("filename") or "").strip(), "size": size, "objects": objects}
+
+
+def _number(text: str) -> float | None:
+    """``float(text)`` when ``text`` is a finite number, else ``None`` (also for an empty text)."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
 
 
 def read_split_file(path: str | Path) -> list[str]:
@@ -50,11 +75,11 @@ def read_split_file(path: str | Path) -> list[str]:
 
     A ``.csv`` with a header must have a ``filename`` column (one row per box, as in the raccoon
     dataset; repeats are merged). Any other file lists one id per line (first whitespace token, as in
-    ``ImageSets/Main/*.txt``); an id listed twice is an error.
+    ``ImageSets/Main/*.txt``); an id listed twice is an error, and so is a file listing nothing.
 
     Raises:
         FileNotFoundError: The file does not exist.
-        ValueError: A csv without ``filename`` column, or a duplicate id in a list.
+        AnnotationError: A csv without ``filename`` column, a duplicate id in a list, or no ids.
     """
     path = Path(path)
     if not path.is_file():
@@ -63,13 +88,16 @@ def read_split_file(path: str | Path) -> list[str]:
         with path.open(newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
             if "filename" not in (reader.fieldnames or []):
-                raise ValueError(f"split csv {path} has no 'filename' column (columns: {reader.fieldnames})")
-            return list(dict.fromkeys(Path(row["filename"]).stem for row in reader))
-    stems = [line.split()[0] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    stems = [Path(s).stem if Path(s).suffix.lower() in IMAGE_EXTENSIONS + (".xml",) else s for s in stems]
-    duplicates = sorted(s for s, n in Counter(stems).items() if n > 1)
-    if duplicates:
-        raise ValueError(f"duplicate image ids in split file {path}: {examples(duplicates)}")
+                raise AnnotationError(f"split csv {path} has no 'filename' column (columns: {reader.fieldnames})")
+            stems = list(dict.fromkeys(Path(row["filename"]).stem for row in reader))
+    else:
+        stems = [line.split()[0] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        stems = [Path(s).stem if Path(s).suffix.lower() in IMAGE_EXTENSIONS + (".xml",) else s for s in stems]
+        duplicates = sorted(s for s, n in Counter(stems).items() if n > 1)
+        if duplicates:
+            raise AnnotationError(f"duplicate image ids in split file {path}: {examples(duplicates)}")
+    if not stems:
+        raise AnnotationError(f"split file {path} lists no images")
     return stems
 
 
@@ -77,7 +105,7 @@ def voc_class_names(annotations_dir: str | Path) -> list[str]:
     """All object names in the xml files of ``annotations_dir``, sorted (a stable label order)."""
     files = sorted(Path(annotations_dir).glob("*.xml"))
     if not files:
-        raise ValueError(f"no .xml annotation files in {annotations_dir}")
+        raise AnnotationError(f"no .xml annotation files in {annotations_dir}")
     return _names([parse_voc_xml(f) for f in files])
 
 
@@ -127,7 +155,12 @@ class VocReader(DetectionRecords):
 
         Loading raises:
             FileNotFoundError: A folder, the split file or an xml listed in it is missing.
-            ValueError: Malformed xml, an unknown class name, a duplicate id, or no images.
+            AnnotationError: Malformed xml (missing tags, coordinates that are not numbers; naming the
+                file, the object and the tag), an unknown class name, a duplicate id, a split file
+                listing nothing, or no images.
+
+        Loading warns (once, with a count) about files in ``images`` that are not images by their
+        suffix (e.g. ``.tif``) and that no xml names, when there is no split file.
         """
         images = Path(images)
         self._devkit = annotations is None
@@ -170,10 +203,13 @@ class VocReader(DetectionRecords):
         if class_names is None:
             class_names = _names([a for _, a in parsed]) if split_file is None else voc_class_names(self.annotations_dir)
         label_of = {name: k for k, name in enumerate(class_names)}
-        unknown = [f"{p.name} object {k} '{o['name']}'" for p, ann in parsed for k, o in enumerate(ann["objects"], 1)
-                   if o["name"] not in label_of]  # fmt: skip
-        if unknown:
-            raise ValueError(f"{len(unknown)} objects of unknown classes (known: {class_names}): {examples(unknown)}")
+        problems = AnnotationProblems(self.annotations_dir)
+        for path, ann in parsed:
+            for k, obj in enumerate(ann["objects"], start=1):
+                if obj["name"] not in label_of:
+                    where = f"{path.name} object {k} '{obj['name']}'"
+                    problems.add(f"objects of unknown classes (known: {class_names})", where)
+        problems.raise_if_any()
 
         records = Records(files=[], sizes=[], targets=[], class_names=list(class_names), issues=issues)
         seen: dict[str, str] = {}
@@ -183,15 +219,19 @@ class VocReader(DetectionRecords):
                 issues.labels_without_images.append(path.name)
                 continue
             if name in seen:
-                raise ValueError(f"{path} and {seen[name]} annotate the same image {name} (duplicate image ids)")
+                raise AnnotationError(f"{path} and {seen[name]} annotate the same image {name} (duplicate image ids)")
             seen[name] = path.name
             self._add(records, name, ann["size"], ann["objects"], path.name, label_of)
         if split_file is None:  # images without xml: background
-            for p in sorted(self.images_dir.iterdir()):
-                if p.suffix.lower() in IMAGE_EXTENSIONS and p.name not in seen:
-                    self._add(records, p.name, None, [], p.name, label_of)
+            for name in self._list_images(issues, used=set(seen), required=False, stacklevel=6):
+                if name not in seen:
+                    self._add(records, name, None, [], name, label_of)
         if not records.files:
-            raise ValueError(f"no images with annotations in {self.annotations_dir} (images: {self.images_dir})")
+            unmatched, unreadable = len(issues.labels_without_images), len(issues.unreadable)
+            raise AnnotationError(
+                f"no images with annotations in {self.annotations_dir} (images: {self.images_dir}; {len(parsed)} "
+                f"xml files, {unmatched} without their image, {unreadable} images unreadable)"
+            )
         issues.warn(stacklevel=6)
         self._warn_unreadable(issues, stacklevel=6)
         return records

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import yaml
 
-from detkit.data.images import IMAGE_EXTENSIONS
-from detkit.data.readers.base import DatasetIssues, examples
+from detkit.data.readers.base import AnnotationError, AnnotationProblems, DatasetIssues, examples
 from detkit.data.readers.records import DetectionRecords, Records, empty_target, sanitize_boxes
 
 __all__ = ["YoloReader", "default_labels_dir", "read_yolo_class_names"]
+
+_ABOVE_ONE = "label lines with coordinates above 1 — absolute pixels? YOLO labels are normalised to 0..1"
+_TOLERANCE = 1e-6  # rounding in the written coordinates
 
 
 def read_yolo_class_names(class_names: list[str] | str | Path) -> list[str]:
@@ -20,7 +24,7 @@ def read_yolo_class_names(class_names: list[str] | str | Path) -> list[str]:
 
     Raises:
         FileNotFoundError: The yaml does not exist.
-        ValueError: The yaml has no usable ``names``.
+        AnnotationError: The yaml has no usable ``names``, or an ``nc`` that disagrees with them.
     """
     if isinstance(class_names, (list, tuple)):
         return [str(n) for n in class_names]
@@ -29,14 +33,21 @@ def read_yolo_class_names(class_names: list[str] | str | Path) -> list[str]:
         raise FileNotFoundError(f"YOLO data yaml not found: {path}")
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     names = data.get("names") if isinstance(data, dict) else None
-    if isinstance(names, dict):
-        ids = sorted(int(k) for k in names)
+    if isinstance(names, dict) and names:
+        if not all(isinstance(k, int) and not isinstance(k, bool) for k in names):
+            raise AnnotationError(f"'names' ids in {path} must be integers, got {list(names)}")
+        ids = sorted(names)
         if ids != list(range(len(ids))):
-            raise ValueError(f"'names' ids in {path} must be 0..{len(ids) - 1}, got {ids}")
-        return [str(names[k]) for k in ids]
-    if isinstance(names, list) and names:
-        return [str(n) for n in names]
-    raise ValueError(f"{path} has no 'names' list or mapping; is it an Ultralytics data.yaml?")
+            raise AnnotationError(f"'names' ids in {path} must be 0..{len(ids) - 1}, got {ids}")
+        result = [str(names[k]) for k in ids]
+    elif isinstance(names, list) and names:
+        result = [str(n) for n in names]
+    else:
+        raise AnnotationError(f"{path} has no 'names' list or mapping; is it an Ultralytics data.yaml?")
+    nc = data.get("nc", len(result))
+    if nc != len(result) or isinstance(nc, bool):
+        raise AnnotationError(f"{path}: 'nc: {nc}' disagrees with its {len(result)} 'names' {examples(result, 5)}")
+    return result
 
 
 def default_labels_dir(images_dir: str | Path) -> Path:
@@ -89,8 +100,12 @@ class YoloReader(DetectionRecords):
 
         Loading raises:
             FileNotFoundError: A folder or the yaml does not exist.
-            ValueError: No images, a malformed line, an unknown class id, or two images sharing one
-                label file.
+            AnnotationError: No images, a malformed line, unknown class ids or coordinates above 1
+                (absolute pixels; counted, naming file and line), two images sharing one label
+                file, or a yaml whose ``nc`` disagrees with its ``names``.
+
+        Loading warns (once each, with a count) about files in ``images`` that are not images by
+        their suffix (e.g. ``.tif``), and about a missing derived labels folder (all background).
         """
         super().__init__(images, skip_unreadable)
         if not class_names:
@@ -107,19 +122,13 @@ class YoloReader(DetectionRecords):
         if not self.images_dir.is_dir():
             raise FileNotFoundError(f"YOLO images folder not found: {self.images_dir}")
         issues = DatasetIssues(source=str(self.labels_dir))
-        images = sorted(
-            p.relative_to(self.images_dir).as_posix()
-            for p in self.images_dir.rglob("*")
-            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-        )
-        if not images:
-            raise ValueError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in {self.images_dir}")
+        images = self._list_images(issues, recursive=True, stacklevel=6)
         by_label: dict[str, list[str]] = defaultdict(list)
         for name in images:
             by_label[Path(name).with_suffix(".txt").as_posix()].append(name)
         shared = [f"{label} <- {', '.join(names)}" for label, names in by_label.items() if len(names) > 1]
         if shared:
-            raise ValueError(
+            raise AnnotationError(
                 f"images sharing one label file (duplicate image ids) in {self.images_dir}: {examples(shared)}"
             )
         if self.labels_dir.is_dir():
@@ -127,16 +136,22 @@ class YoloReader(DetectionRecords):
             issues.labels_without_images = sorted(labels - set(by_label) - {"classes.txt"})
         elif self._labels_given:
             raise FileNotFoundError(f"YOLO labels folder not found: {self.labels_dir}")
+        else:
+            warnings.warn(
+                f"no labels folder {self.labels_dir} (derived from {self.images_dir}): all {len(images)} "
+                "images are background images; give labels if they are elsewhere",
+                stacklevel=6,
+            )
 
         files, sizes, targets = [], [], []
-        unknown: list[str] = []
+        problems = AnnotationProblems(self.labels_dir)
         for name in images:
             size = self._probe_size(name, issues)
             if size is None:  # unreadable, skipped
                 continue
-            label_file = self.labels_dir / Path(name).with_suffix(".txt")
-            if label_file.is_file():
-                target = _read_labels(label_file, size, len(class_names), unknown, issues)
+            label_name = Path(name).with_suffix(".txt").as_posix()
+            if (self.labels_dir / label_name).is_file():
+                target = _read_labels(self.labels_dir, label_name, size, len(class_names), problems, issues)
             else:
                 target = empty_target()
             if not len(target["boxes"]):
@@ -144,22 +159,29 @@ class YoloReader(DetectionRecords):
             files.append(name)
             sizes.append(size)
             targets.append(target)
-        if unknown:
-            raise ValueError(
-                f"{len(unknown)} labels with unknown class ids (known: 0..{len(class_names) - 1}) in "
-                f"{self.labels_dir}: {examples(unknown)}"
-            )
-        if not files:
-            raise ValueError(f"no readable images in {self.images_dir} ({len(issues.unreadable)} unreadable)")
+        problems.raise_if_any()
         issues.warn(stacklevel=6)
         self._warn_unreadable(issues, stacklevel=6)
         return Records(files=files, sizes=sizes, targets=targets, class_names=class_names, issues=issues)
 
 
 def _read_labels(
-    path: Path, size: tuple[int, int], num_classes: int, unknown: list[str], issues: DatasetIssues
+    labels_dir: Path,
+    label_name: str,
+    size: tuple[int, int],
+    num_classes: int,
+    problems: AnnotationProblems,
+    issues: DatasetIssues,
 ) -> dict[str, np.ndarray]:
-    """Parse one label file into absolute xyxy boxes; unknown class ids are appended to ``unknown``."""
+    """Parse ``labels_dir / label_name`` into absolute xyxy boxes.
+
+    Unknown class ids and coordinates above 1 are added to ``problems`` (``"a.txt:3"``, raised
+    for the whole dataset by the caller); a line that is not ``class cx cy w h`` (or a segment) raises.
+
+    Raises:
+        AnnotationError: A line that is not finite numbers, or of the wrong count, naming file and line.
+    """
+    path = labels_dir / label_name
     height, width = size
     rows: list[list[float]] = []
     labels: list[int] = []
@@ -168,11 +190,13 @@ def _read_labels(
         fields = line.split()
         if not fields:
             continue
-        where = f"{path.name}:{number}"
+        where = f"{label_name}:{number}"
         try:
             values = [float(v) for v in fields]
         except ValueError as error:
-            raise ValueError(f"{path} line {number}: not numbers: {line!r}") from error
+            raise AnnotationError(f"{path} line {number}: not numbers: {line!r}") from error
+        if not all(math.isfinite(v) for v in values):
+            raise AnnotationError(f"{path} line {number}: not finite numbers: {line!r}")
         if len(values) == 5:
             cx, cy, w, h = values[1:]
             rows.append([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
@@ -180,10 +204,12 @@ def _read_labels(
             xy = np.asarray(values[1:]).reshape(-1, 2)
             rows.append([*xy.min(axis=0), *xy.max(axis=0)])
         else:
-            raise ValueError(f"{path} line {number}: expected 'class cx cy w h', got {line!r}")
+            raise AnnotationError(f"{path} line {number}: expected 'class cx cy w h', got {line!r}")
+        if max(values[1:]) > 1 + _TOLERANCE:
+            problems.add(_ABOVE_ONE, f"{where} (max {max(values[1:]):g})")
         cls = values[0]
         if cls != int(cls) or not 0 <= cls < num_classes:
-            unknown.append(f"{where} class {fields[0]}")
+            problems.add(f"labels with unknown class ids (known: 0..{num_classes - 1})", f"{where} class {fields[0]}")
         labels.append(int(cls))
         names.append(where)
     if not rows:

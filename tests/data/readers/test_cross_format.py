@@ -23,7 +23,7 @@ def _write_all(root: Path, write_image, voc_xml) -> tuple[CocoReader, YoloReader
         write_image(root / "images" / name, h, w)
     images = [{"id": k + 1, "file_name": n, "height": h, "width": w} for k, (n, (h, w, _)) in enumerate(DATA.items())]
     annotations = [
-        {"id": len(images) * 10 + j, "image_id": k + 1, "category_id": c + 1, "bbox": [x1, y1, x2 - x1, y2 - y1]}
+        {"id": (k + 1) * 10 + j, "image_id": k + 1, "category_id": c + 1, "bbox": [x1, y1, x2 - x1, y2 - y1]}
         for k, (_, _, objs) in enumerate(DATA.values()) for j, (c, x1, y1, x2, y2) in enumerate(objs)
     ]  # fmt: skip
     categories = [{"id": c + 1, "name": n} for c, n in enumerate(NAMES)]

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from detkit.data.readers import AnnotationError
 from detkit.data.readers.folder import FolderReader
 
 
@@ -30,3 +31,19 @@ def test_missing_or_empty_folder_raises(tmp_path: Path) -> None:
         FolderReader(tmp_path / "nope").load()
     with pytest.raises(ValueError, match="no image files"):
         len(FolderReader(tmp_path))
+
+
+def test_other_image_formats_are_counted_in_one_warning(tmp_path: Path) -> None:
+    Image.new("RGB", (4, 4)).save(tmp_path / "a.png")
+    for name in ("b.tif", "c.TIFF", "d.gif"):
+        Image.new("RGB", (4, 4)).save(tmp_path / name)
+    (tmp_path / "labels.json").write_text("{}")
+    reader = FolderReader(tmp_path)
+    with pytest.warns(UserWarning, match=r"^3 files in .* skipped: their suffix is not an image extension .*\(e\.g\. b\.tif, c\.TIFF, d\.gif\)$"):
+        assert reader.files == ["a.png"]
+
+
+def test_folder_of_only_other_formats_counts_them_in_the_error(tmp_path: Path) -> None:
+    Image.new("RGB", (4, 4)).save(tmp_path / "b.tif")
+    with pytest.warns(UserWarning, match="1 files"), pytest.raises(AnnotationError, match=r"no image files .* \(1 other files\)"):
+        FolderReader(tmp_path).load()
