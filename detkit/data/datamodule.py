@@ -14,6 +14,7 @@ from detkit.data.augment import AugmentationSpec
 from detkit.data.collate import MultiScaleCollate, collate_detection
 from detkit.data.mosaic import MosaicDataset, MosaicSchedule
 from detkit.data.readers.base import Reader
+from detkit.data.sampler import EpochShuffle
 from detkit.data.transforms import EvalTransform, TrainTransform, TransformedDataset
 
 __all__ = ["DetectionDataModule", "Split"]
@@ -268,10 +269,12 @@ class DetectionDataModule(LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         kwargs: dict[str, Any] = {"collate_fn": self.multiscale} if self.multiscale is not None else {}
         raw = self.train_dataset.dataset if self.train_dataset is not None else None
+        seed = torch.initial_seed()  # seed_everything's value when it was called
         if isinstance(raw, MosaicDataset) and self.mosaic_off_last_epochs > 0:
-            sampler = MosaicSchedule(raw, self.mosaic_off_last_epochs, self._get_trainer)
-            return self._loader(self.train_dataset, "train", shuffle=False, sampler=sampler, **kwargs)
-        return self._loader(self.train_dataset, "train", shuffle=True, **kwargs)
+            sampler: EpochShuffle = MosaicSchedule(raw, self.mosaic_off_last_epochs, self._get_trainer, seed)
+        else:
+            sampler = EpochShuffle(len(self.train_dataset), seed)  # type: ignore[arg-type]
+        return self._loader(self.train_dataset, "train", shuffle=False, sampler=sampler, **kwargs)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_dataset, "val", shuffle=False)

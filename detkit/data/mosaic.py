@@ -6,7 +6,9 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, RandomSampler, Sampler
+from torch.utils.data import Dataset
+
+from detkit.data.sampler import EpochShuffle
 
 from detkit.ops.letterbox import fit_longest_side, resize_image
 
@@ -110,30 +112,32 @@ class MosaicDataset(Dataset):
         return mosaic(items, self.size, (cx, cy), self.min_visibility)
 
 
-class MosaicSchedule(Sampler[int]):
-    """Shuffled training order that, at the start of each epoch, switches mosaic off for the last epochs.
+class MosaicSchedule(EpochShuffle):
+    """The training order of :class:`~detkit.data.sampler.EpochShuffle` that, at the start of each
+    epoch, switches mosaic off for the last epochs.
 
     It runs in the main process at the start of every epoch (before any index of that epoch reaches
     a worker), reads the trainer's ``current_epoch`` / ``max_epochs`` and sets ``mosaic.active``.
     Without a trainer or a finite ``max_epochs`` the mosaic stays on.
     """
 
-    def __init__(self, mosaic_dataset: MosaicDataset, off_last_epochs: int, trainer: Callable[[], Any]) -> None:
+    def __init__(
+        self, mosaic_dataset: MosaicDataset, off_last_epochs: int, trainer: Callable[[], Any], seed: int = 0
+    ) -> None:
         """Args:
         mosaic_dataset: The wrapped training data (the sampler's data source).
         off_last_epochs: Number of final epochs without mosaic.
         trainer: Returns the Lightning trainer (or ``None``).
+        seed: Seed of the shuffled order.
         """
+        super().__init__(len(mosaic_dataset), seed)
         self.mosaic = mosaic_dataset
         self.off_last_epochs = off_last_epochs
         self.trainer = trainer
-
-    def __len__(self) -> int:
-        return len(self.mosaic)
 
     def __iter__(self):
         trainer = self.trainer()
         max_epochs = getattr(trainer, "max_epochs", None)
         if self.off_last_epochs > 0 and max_epochs is not None and max_epochs > 0:
             self.mosaic.active = trainer.current_epoch < max_epochs - self.off_last_epochs
-        return iter(RandomSampler(self.mosaic))
+        return super().__iter__()

@@ -11,10 +11,11 @@ import torch
 import yaml
 from jsonargparse import ArgumentParser
 from PIL import Image
-from torch.utils.data import RandomSampler, SequentialSampler
+from torch.utils.data import SequentialSampler
 
 from detkit.data import CocoReader, DetectionDataModule, FolderReader, ShapesReader, YoloReader
 from detkit.data.readers.base import Reader
+from detkit.data.sampler import EpochShuffle
 from detkit.ops.letterbox import Letterbox
 
 REPO = Path(__file__).resolve().parents[2]
@@ -128,7 +129,7 @@ def test_loader_with_worker_processes() -> None:
     dm = _shapes(num_train=6, num_val=2, num_test=2, input_size=64, batch_size=3, num_workers=1)
     dm.setup("fit")
     loader = dm.train_dataloader()
-    assert loader.persistent_workers and isinstance(loader.sampler, RandomSampler) and not loader.drop_last
+    assert loader.persistent_workers and isinstance(loader.sampler, EpochShuffle) and not loader.drop_last
     assert isinstance(dm.val_dataloader().sampler, SequentialSampler)
     batches = list(loader)
     assert sum(len(t) for _, t in batches) == 6
