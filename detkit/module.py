@@ -157,6 +157,7 @@ class DetectionModule(LightningModule):
         self.skipped_steps = 0  # training steps with a non-finite loss, in total and in a row
         self._nonfinite_in_a_row = 0
         self._step_finite = True
+        self._small_boxes = [0, 0]  # this epoch: boxes dropped for shrinking under 1 px, boxes trained on
 
     def setup(self, stage: str) -> None:
         # Here rather than in configure_model: callbacks such as EMAWeightAveraging copy the module
@@ -189,6 +190,21 @@ class DetectionModule(LightningModule):
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, batch_size=images.shape[0])
         self.log("loss", losses["loss"], prog_bar=True, logger=False, batch_size=images.shape[0])
         return losses["loss"]
+
+    def on_train_batch_end(self, outputs: Any, batch: Batch, batch_idx: int) -> None:
+        targets = batch[1]
+        self._small_boxes[0] += sum(int(t.get("small_boxes_dropped", 0)) for t in targets)
+        self._small_boxes[1] += sum(len(t["boxes"]) for t in targets)
+
+    def on_train_epoch_end(self) -> None:
+        dropped, kept = self._small_boxes
+        self._small_boxes = [0, 0]
+        if dropped:
+            rank_zero_warn(
+                f"epoch {self.current_epoch}: {dropped} training boxes shrank under 1 px in the resize and "
+                f"augmentation and were dropped ({kept} trained on, this process); raise data.input_size or "
+                f"the low end of data.scale_range if objects that small matter"
+            )
 
     def _finite_on_every_process(self, loss: Tensor) -> bool:
         finite = bool(torch.isfinite(loss.detach()).all())  # one host sync per step

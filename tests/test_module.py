@@ -215,3 +215,15 @@ def test_a_diverging_run_stops_with_an_error_and_writes_no_nonfinite_checkpoint(
 def test_max_nonfinite_steps_must_not_be_negative():
     with pytest.raises(ValueError, match="max_nonfinite_steps"):
         _module(max_nonfinite_steps=-1)
+
+
+def test_training_boxes_dropped_under_a_pixel_are_reported_per_epoch():
+    module = _module()
+    targets = [{"boxes": torch.zeros(2, 4), "small_boxes_dropped": 3}, {"boxes": torch.zeros(1, 4), "small_boxes_dropped": 1}]
+    module.on_train_batch_end(None, (torch.zeros(2, 3, 8, 8), targets), 0)
+    module.on_train_batch_end(None, (torch.zeros(2, 3, 8, 8), targets), 1)
+    with pytest.warns(UserWarning, match=r"epoch 0: 8 training boxes shrank under 1 px .*\(6 trained on"):
+        module.on_train_epoch_end()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        module.on_train_epoch_end()  # counts start again each epoch: nothing dropped, no warning

@@ -107,8 +107,10 @@ class TrainTransform:
     (:class:`RandomLetterboxResize`), pad (at a random position) and randomly crop to
     ``size x size``, then apply ``augmentations`` (a preset, by default a horizontal flip and colour
     jitter, or a config list; see :func:`~detkit.data.augment.build_augmentations`). Boxes less than
-    30 % visible after the pipeline, or degenerate (under 1 px wide or high), are dropped with their
-    fields. The output ``scale`` is the eval letterbox's ``(sx, sy)`` at ``size``.
+    30 % visible after the pipeline are dropped with their fields (cropping is part of the
+    augmentation); boxes that shrink under 1 px wide or high are dropped too and counted in the
+    output's ``small_boxes_dropped`` (:class:`~detkit.module.DetectionModule` sums and reports it
+    per epoch). The output ``scale`` is the eval letterbox's ``(sx, sy)`` at ``size``.
 
     Attributes:
         pipeline: The albumentations ``Compose``.
@@ -153,9 +155,7 @@ class TrainTransform:
             format="pascal_voc",
             label_fields=list(LABEL_FIELDS),
             min_visibility=0.3,
-            min_width=1.0,
-            min_height=1.0,
-            clip=True,
+            clip=True,  # boxes under 1 px are dropped (and counted) in __call__
             filter_invalid_bboxes=True,
         )
         self.pipeline = A.Compose(steps, bbox_params=bbox_params)
@@ -163,10 +163,13 @@ class TrainTransform:
     def __call__(self, image: np.ndarray, target: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
         boxes, fields = _fields(target)
         out = self.pipeline(image=image, bboxes=boxes, **fields)
+        boxes = np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4)
+        keep = ((boxes[:, 2] - boxes[:, 0]) >= 1.0) & ((boxes[:, 3] - boxes[:, 1]) >= 1.0)
         result = {
-            "boxes": np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4),
-            **{k: np.asarray(out[k], dtype=dt).reshape(-1) for k, dt in _FIELD_DTYPES.items()},
+            "boxes": boxes[keep],
+            **{k: np.asarray(out[k], dtype=dt).reshape(-1)[keep] for k, dt in _FIELD_DTYPES.items()},
             "scale": fit_longest_side(*image.shape[:2], self.size)[1],
+            "small_boxes_dropped": int((~keep).sum()),
         }
         return out["image"], result
 
@@ -224,6 +227,8 @@ class TransformedDataset(Dataset):
             "orig_size": torch.tensor([height, width], dtype=torch.int64),
             "scale": torch.tensor(out["scale"], dtype=torch.float32),
         }
+        if "small_boxes_dropped" in out:
+            result["small_boxes_dropped"] = int(out["small_boxes_dropped"])
         if "orig_boxes" in out:
             result["orig_boxes"] = torch.as_tensor(np.asarray(out["orig_boxes"], dtype=np.float32).reshape(-1, 4))
         tensor = torch.from_numpy(np.ascontiguousarray(out_image).transpose(2, 0, 1).copy()).float().div_(255.0)

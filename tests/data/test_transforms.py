@@ -175,3 +175,14 @@ def test_eval_letterbox_keeps_every_box_row_for_row_and_pads_to_the_multiple() -
     torch.testing.assert_close(padded["boxes"], target["boxes"])
     torch.testing.assert_close(target["orig_boxes"], torch.tensor(boxes, dtype=torch.float32))
     assert target["labels"].tolist() == [1, 2, 3] and target["area"].tolist() == [5.0, 15.0, 25.0]
+
+
+def test_boxes_shrinking_under_a_pixel_are_dropped_and_counted():
+    image = np.zeros((1000, 1000, 3), np.uint8)
+    target = {"boxes": np.array([[10, 10, 13, 13], [100, 100, 600, 700], [900, 5, 902, 900]], np.float32),
+              "labels": np.array([0, 1, 2]), "iscrowd": np.zeros(3), "area": np.ones(3)}  # fmt: skip
+    transform = TrainTransform(100, hflip_prob=0, scale_range=(1, 1), color_jitter=0, augmentations=[])
+    _, out = transform(image, target)
+    assert out["small_boxes_dropped"] == 2  # 3 px -> 0.3 px, and 2 px wide -> 0.2 px
+    assert out["labels"].tolist() == [1] and out["boxes"].shape == (1, 4)
+    np.testing.assert_allclose(out["boxes"][0], [10, 10, 60, 70], atol=1e-3)
