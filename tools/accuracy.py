@@ -61,17 +61,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Callable
 
 import numpy as np
@@ -79,14 +75,24 @@ import torch
 from lightning.pytorch import Callback
 
 from detkit.cli import build_cli, build_data, parse_config
-from detkit.data import DetectionDataModule
-from detkit.evaluation import CocoEvaluator
-from detkit.evaluation.cocojson import ground_truth_to_coco, read_json, results_to_coco, write_json
+from detkit.evaluation.cocojson import read_json
 from detkit.inference import load_detector, to_hwc_array
-from detkit.module import to_original_pixels
-from tools.benchmark import torchvision_detector
+from tools.accuracy_measure import (
+    check_same_data,
+    config_args,
+    cpu_description,
+    cpu_latency_ms,
+    data_args,
+    data_overrides,
+    first_test_image,
+    gflops,
+    max_time_arg,
+    run_logged,
+    stats_from,
+    write_ground_truth,
+)
+from tools.accuracy_peers import YOLO, train_torchvision, train_yolo
 
-REPO = Path(__file__).resolve().parents[1]
 
 #: detkit rows when no ``--detkit`` is given: name -> configs (later ones override).
 DEFAULT_ROWS = {
@@ -94,127 +100,7 @@ DEFAULT_ROWS = {
     "detkit_fcos_scratch": ["configs/raccoon.yaml", "configs/raccoon_fcos.yaml"],
     "detkit_imagenet_mnv2": ["configs/raccoon.yaml", "configs/raccoon_imagenet.yaml"],
 }
-YOLO = "yolo11n"
 STARTUP_S = 15.0  # a ``detkit fit`` process's start (imports, readers) that the in-process probe does not see
-
-
-# ---- helpers ------------------------------------------------------------------------------------
-def _config_args(configs: list[str]) -> list[str]:
-    return [f"--config={path}" for path in configs]
-
-
-def _run(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> float:
-    """Run ``cmd`` from the repository root with its output in ``log``; its wall time in seconds."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    with log.open("w") as out:
-        done = subprocess.run(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env)
-    wall = time.perf_counter() - start
-    if done.returncode != 0:
-        tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-30:])
-        raise RuntimeError(f"{' '.join(cmd[:4])} ... failed ({done.returncode}); log {log}:\n{tail}")
-    return wall
-
-
-def _stats_from(stdout_log: Path) -> dict[str, float]:
-    """The stats json that ``detkit evaluate`` prints as its last stdout line."""
-    for line in reversed(stdout_log.read_text().splitlines()):
-        if line.startswith("{"):
-            return json.loads(line)
-    raise RuntimeError(f"no stats json in {stdout_log}")
-
-
-def evaluate(gt: Path, dt: Path, log: Path) -> dict[str, float]:
-    """``detkit evaluate --gt gt --dt dt``: the 12 COCO stats."""
-    _run([sys.executable, "-m", "detkit", "evaluate", "--gt", str(gt), "--dt", str(dt)], log)
-    return _stats_from(log)
-
-
-def cpu_latency_ms(fn: Callable[[], Any], threads: int = 0, warmup: int = 3, runs: int = 20) -> float:
-    """Median wall time of ``fn()`` in milliseconds after ``warmup`` untimed calls, on ``threads``
-    CPU threads (``0``: torch's default)."""
-    default = torch.get_num_threads()
-    torch.set_num_threads(threads or default)
-    try:
-        for _ in range(warmup):
-            fn()
-        times = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - start) * 1000)
-    finally:
-        torch.set_num_threads(default)
-    return statistics.median(times)
-
-
-def gflops(fn: Callable[[], Any]) -> float:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        fn()
-    return counter.get_total_flops() / 1e9
-
-
-def cpu_description() -> dict[str, str]:
-    """CPU model and flags (``lscpu``), core count and torch threads."""
-    info = {"model": platform.processor() or platform.machine(), "flags": ""}
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
-        info["model"] = fields.get("Model name", info["model"]).strip()
-        info["flags"] = fields.get("Flags", "").strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    info["cores"] = str(os.cpu_count())
-    info["torch_threads"] = str(torch.get_num_threads())
-    info["torch"] = torch.__version__
-    return info
-
-
-def _max_time(seconds: float) -> str:
-    seconds = max(1, int(seconds))
-    return f"00:{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
-# ---- the shared data ----------------------------------------------------------------------------
-def data_overrides(args: argparse.Namespace) -> list[str]:
-    """What every row's data gets from the harness: ``--size`` and ``--batch``."""
-    return [f"--data.input_size={args.size}", f"--data.batch_size={args.batch}"]
-
-
-def data_args(args: argparse.Namespace) -> list[str]:
-    """The ``detkit fit`` arguments of the harness's data: ``--data-config`` at ``--size`` and ``--batch``."""
-    return [*_config_args(args.data_config), *data_overrides(args)]
-
-
-def check_same_data(name: str, configs: list[str], reference: Any) -> None:
-    """Refuse a detkit row whose readers differ from the harness's data (one table, one split)."""
-    data = parse_config(_config_args(configs)).data
-    for split in ("train", "val", "test"):
-        mine, theirs = data.get(split), reference.get(split)
-        mine = mine.as_dict() if hasattr(mine, "as_dict") else mine
-        theirs = theirs.as_dict() if hasattr(theirs, "as_dict") else theirs
-        if mine != theirs:
-            raise ValueError(f"row {name} ({configs}) reads other {split} data than --data-config: {mine} != {theirs}")
-
-
-def write_ground_truth(datamodule: DetectionDataModule, path: Path) -> None:
-    """The test split's ground truth as ``detkit evaluate --ckpt_path`` scores it (same code path)."""
-    datamodule.setup("test")
-    evaluator = CocoEvaluator()
-    empty = {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.int64)}
-    for _, targets in datamodule.test_dataloader():
-        evaluator.update(*to_original_pixels([dict(empty) for _ in targets], targets))
-    gt, _ = evaluator.coco_inputs(datamodule.class_names, datamodule.category_ids)
-    write_json(path, ground_truth_to_coco(gt))
-
-
-def first_test_image(datamodule: DetectionDataModule) -> np.ndarray:
-    """The first test image, ``uint8 [H, W, 3]`` RGB (for the latency and FLOPs of every row)."""
-    image, _ = datamodule.reader("test")[0]
-    return image
-
 
 # ---- detkit rows ---------------------------------------------------------------------------------
 class _StepClock(Callback):
@@ -235,7 +121,7 @@ def probe_detkit(configs: list[str], args: argparse.Namespace, root: Path, steps
     """Seconds per training step, steps per epoch and start-up seconds of ``detkit fit CONFIGS``,
     from ``steps`` training steps run in this process (the first one not timed)."""
     cli = build_cli(
-        [*_config_args(configs), *data_overrides(args), "--seed_everything=0", "--trainer.max_epochs=1",
+        [*config_args(configs), *data_overrides(args), "--seed_everything=0", "--trainer.max_epochs=1",
          f"--trainer.limit_train_batches={steps}", "--trainer.limit_val_batches=0", "--trainer.num_sanity_val_steps=0",
          "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
          f"--trainer.default_root_dir={root}", "--checkpoint.monitor=null", "--checkpoint.save_top_k=0",
@@ -272,20 +158,20 @@ def train_detkit(name: str, configs: list[str], seed: int, epochs: int, steps_pe
         "--checkpoint.save_last=true",
     ]  # fmt: skip
     if budget is not None:
-        overrides.append(f"--trainer.max_time={_max_time(budget)}")
-    model = parse_config(_config_args(configs)).model
+        overrides.append(f"--trainer.max_time={max_time_arg(budget)}")
+    model = parse_config(config_args(configs)).model
     scheduler = model.get("lr_scheduler")
     if scheduler is not None and "T_max" in (scheduler.get("init_args") or {}):
         t_max = epochs if model.get("lr_scheduler_interval", "epoch") == "epoch" else epochs * steps_per_epoch
         overrides.append(f"--model.lr_scheduler.init_args.T_max={t_max}")
     elif scheduler is not None:
         print(f"  note: {name}'s scheduler {scheduler.get('class_path')} is not fitted to {epochs} epochs", flush=True)
-    wall = _run([sys.executable, "-m", "detkit", "fit", *_config_args(configs), *overrides], run_dir / "fit.log")
+    wall = run_logged([sys.executable, "-m", "detkit", "fit", *config_args(configs), *overrides], run_dir / "fit.log")
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     eval_dir = run_dir / "evaluate"
-    _run([sys.executable, "-m", "detkit", "evaluate", "--ckpt_path", str(ckpt), *_config_args(configs),
+    run_logged([sys.executable, "-m", "detkit", "evaluate", "--ckpt_path", str(ckpt), *config_args(configs),
           "--out", str(eval_dir)], run_dir / "evaluate.log")  # fmt: skip
-    stats = _stats_from(run_dir / "evaluate.log")
+    stats = stats_from(run_dir / "evaluate.log")
     steps_run = torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"]  # fewer if max_time stopped it
     if read_json(eval_dir / "ground_truth.json") != read_json(gt_path):
         raise RuntimeError(f"{name}: detkit evaluate scored other ground truth than {gt_path}")
@@ -300,141 +186,6 @@ def train_detkit(name: str, configs: list[str], seed: int, epochs: int, steps_pe
         "latency_ms": latency, "gflops": gflops(run), "input": f"{x.shape[-1]}x{x.shape[-2]}",
         "params_m": sum(p.numel() for p in predictor.detector.parameters()) / 1e6,
     }  # fmt: skip
-
-
-# ---- torchvision FCOS ----------------------------------------------------------------------------
-def train_torchvision(
-    name: str, seed: int, budget: float | None, args: argparse.Namespace, run_dir: Path, gt_path: Path
-) -> dict[str, Any]:
-    """torchvision's detector through a plain training loop on the harness's DetectionDataModule."""
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    data = build_data(data_args(args))
-    data.setup("fit")
-    data.setup("test")
-    model = torchvision_detector(name, data.num_classes, args.size, from_scratch=True)
-    model.score_thresh, model.nms_thresh, model.detections_per_img = 0.05, 0.6, 100
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=args.tv_lr, weight_decay=0.05)
-    loop = SimpleNamespace(current_epoch=0, max_epochs=args.epochs or 10**6)  # read by the mosaic schedule
-    data.trainer = loop
-    loader = data.train_dataloader()
-    steps = len(loader)
-    plan = {"total": args.epochs * steps if args.epochs else None}
-
-    def factor(step: int) -> float:
-        total = plan["total"] or 10**9  # before the budget fixes the epochs: warming up
-        warmup = max(1, min(100, total // 5))
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    start = time.perf_counter()
-    step, epoch = 0, 0
-    model.train()
-    while epoch < loop.max_epochs:
-        loop.current_epoch = epoch
-        for images, targets in loader:
-            loss = sum(model(list(images), [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets]).values())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 10.0)
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            elapsed = time.perf_counter() - start
-            if budget is not None and not args.epochs and step in (3, steps):  # fix the epochs from the pace
-                pace = elapsed / step if step == steps else (elapsed / step) * 1.1  # first steps: rough
-                loop.max_epochs = max(1, math.floor(budget / (pace * steps)))
-                plan["total"] = loop.max_epochs * steps
-            if budget is not None and not args.epochs and elapsed > budget:
-                loop.max_epochs = epoch + 1  # budget spent: stop here
-                break
-        epoch += 1
-    wall = time.perf_counter() - start
-
-    model.eval()
-    evaluator = CocoEvaluator()
-    with torch.inference_mode():
-        for images, targets in data.test_dataloader():
-            evaluator.update(*to_original_pixels(model(list(images)), targets))
-    gt, dt = evaluator.coco_inputs(data.class_names, data.category_ids)
-    write_json(run_dir / "detections.json", results_to_coco(dt, gt))
-    stats = evaluate(gt_path, run_dir / "detections.json", run_dir / "evaluate.log")
-
-    x = data.test_dataset[0][0]  # the first test image as evaluated: letterboxed (3, S, S) in [0, 1]
-    run = lambda: model([x])  # noqa: E731
-    with torch.inference_mode():
-        latency = cpu_latency_ms(run, args.latency_threads)
-    return {
-        "map": stats["map"], "map_50": stats["map_50"], "wall_s": wall, "epochs": round(step / steps, 1),
-        "latency_ms": latency, "gflops": gflops(run), "input": f"{args.size}x{args.size}",
-        "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
-    }  # fmt: skip
-
-
-# ---- Ultralytics YOLO11n -------------------------------------------------------------------------
-def write_yolo_dataset(datamodule: DetectionDataModule, root: Path) -> tuple[Path, dict[str, int]]:
-    """The train and test splits in YOLO format under ``root`` (images copied, not linked: Ultralytics
-    rewrites JPEGs it finds corrupt); returns the data yaml and the test image id of each file stem.
-
-    Images are renamed ``<split>_<index>``; crowd / difficult boxes (detkit ignores them) are left out.
-    """
-    stem_to_id: dict[str, int] = {}
-    for split in ("train", "test"):
-        reader = datamodule.reader(split)
-        if not hasattr(reader, "images_dir") or not hasattr(reader, "sizes"):
-            raise ValueError(f"the {split} reader {reader!r} has no image files to copy for Ultralytics")
-        (root / "images" / split).mkdir(parents=True)
-        (root / "labels" / split).mkdir(parents=True)
-        for index in range(len(reader)):
-            target = reader.target(index)
-            source = Path(reader.images_dir) / target["file_name"]
-            stem = f"{split}_{index:06d}"
-            shutil.copyfile(source, root / "images" / split / f"{stem}{source.suffix.lower()}")
-            height, width = reader.sizes[index] or reader.load_image(index).shape[:2]
-            lines = []
-            for (x1, y1, x2, y2), label, crowd in zip(target["boxes"], target["labels"], target["iscrowd"]):
-                if not crowd:
-                    cx, cy, w, h = (x1 + x2) / 2 / width, (y1 + y2) / 2 / height, (x2 - x1) / width, (y2 - y1) / height
-                    lines.append(f"{int(label)} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}")
-            (root / "labels" / split / f"{stem}.txt").write_text("".join(line + "\n" for line in lines))
-            if split == "test":
-                stem_to_id[stem] = int(target["image_id"])
-    names = "".join(f"  {k}: {json.dumps(name)}\n" for k, name in enumerate(datamodule.class_names))
-    yaml = root / "data.yaml"
-    yaml.write_text(f"path: {root.resolve()}\ntrain: images/train\nval: images/test\nnames:\n{names}")
-    return yaml, stem_to_id
-
-
-def train_yolo(seed: int, args: argparse.Namespace, run_dir: Path, gt_path: Path,
-               datamodule: DetectionDataModule) -> dict[str, Any]:  # fmt: skip
-    """Ultralytics trains YOLO11n on a YOLO-format copy of the split; detkit scores its predictions."""
-    with tempfile.TemporaryDirectory(prefix="detkit_yolo_") as tmp:
-        yaml, stem_to_id = write_yolo_dataset(datamodule, Path(tmp))
-        env = {**os.environ, "YOLO_OFFLINE": "1", "YOLO_CONFIG_DIR": str(run_dir / "ultralytics_settings")}
-        _run([args.yolo_python, "-m", "tools.yolo_peer", "--data", str(yaml), "--images", str(Path(tmp) / "images" / "test"),
-              "--out", str(run_dir), "--epochs", str(args.yolo_epochs), "--imgsz", str(args.size),
-              "--batch", str(args.batch), "--seed", str(seed), "--threads", str(args.latency_threads)],
-             run_dir / "yolo.log", env=env)  # fmt: skip
-    peer = json.loads((run_dir / "peer.json").read_text())
-    category_ids = datamodule.category_ids or list(range(1, datamodule.num_classes + 1))
-    results = [
-        {"image_id": stem_to_id[p["stem"]], "category_id": int(category_ids[c]),
-         "bbox": [x1, y1, x2 - x1, y2 - y1], "score": s}
-        for p in peer["predictions"] for (x1, y1, x2, y2), s, c in zip(p["boxes"], p["scores"], p["classes"])
-    ]  # fmt: skip
-    if len({p["stem"] for p in peer["predictions"]}) != len(stem_to_id):
-        raise RuntimeError(f"YOLO predicted {len(peer['predictions'])} of {len(stem_to_id)} test images")
-    write_json(run_dir / "detections.json", results)
-    stats = evaluate(gt_path, run_dir / "detections.json", run_dir / "evaluate.log")
-    return {
-        "map": stats["map"], "map_50": stats["map_50"], "wall_s": peer["train_s"], "epochs": peer["epochs"],
-        "latency_ms": peer["latency_ms"], "gflops": peer["gflops"], "input": peer["input"],
-        "params_m": peer["params_m"], "versions": peer["versions"],
-    }  # fmt: skip
-
 
 # ---- the table -----------------------------------------------------------------------------------
 def summarise(name: str, kind: str, configs: list[str], runs: list[dict[str, Any]]) -> dict[str, Any]:
