@@ -7,17 +7,10 @@ import torch
 from lightning.pytorch import Callback, Trainer
 from torch.utils.data import DataLoader
 
+from tiny import TINY_DETECTOR
 from detkit.data import EvalTransform, ShapesReader, TransformedDataset, collate_detection
 from detkit.module import CHECKPOINT_FORMAT_VERSION, DetectionModule, to_original_pixels
 
-TINY_DETECTOR = {
-    "class_path": "detkit.models.Detector",
-    "init_args": {
-        "backbone": {"class_path": "detkit.models.PlainConvBackbone", "init_args": {"widths": [16, 32, 64, 96, 128]}},
-        "neck": {"class_path": "detkit.models.FPN", "init_args": {"out_channels": 64, "extra_levels": 0}},
-        "head": {"class_path": "detkit.models.FCOSHead", "init_args": {"num_convs": 2}},
-    },
-}
 
 
 def _module(**overrides) -> DetectionModule:

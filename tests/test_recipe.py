@@ -7,19 +7,12 @@ from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader
 
+from tiny import TINY_DETECTOR
 from detkit import load_detector
 from detkit.callbacks import EMA, ramped_ema
 from detkit.data import EvalTransform, ShapesReader, TransformedDataset, collate_detection
 from detkit.module import DetectionModule, weight_decay_groups
 
-TINY_DETECTOR = {  # as in test_module.py: BatchNorm backbone, GroupNorm FCOS head
-    "class_path": "detkit.models.Detector",
-    "init_args": {
-        "backbone": {"class_path": "detkit.models.PlainConvBackbone", "init_args": {"widths": [16, 32, 64, 96, 128]}},
-        "neck": {"class_path": "detkit.models.FPN", "init_args": {"out_channels": 64, "extra_levels": 0}},
-        "head": {"class_path": "detkit.models.FCOSHead", "init_args": {"num_convs": 2}},
-    },
-}
 DECAY = 0.3  # below the ramp's (1 + n) / (10 + n) from the 3rd update on: both rules are exercised
 
 
