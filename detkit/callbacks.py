@@ -8,15 +8,18 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter, EMAWeightAveraging, ModelCheckpoint, WeightAveraging
+from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from PIL import Image
 from torch import Tensor
 
+from detkit.curves import plot_curves
 from detkit.visualize import draw_detections
 
-__all__ = ["Checkpoint", "EMA", "PredictionWriter", "ramped_ema"]
+__all__ = ["Checkpoint", "Curves", "EMA", "PredictionWriter", "ramped_ema"]
 
 
 class Checkpoint(ModelCheckpoint):
@@ -66,6 +69,41 @@ class Checkpoint(ModelCheckpoint):
         super().on_validation_end(trainer, pl_module)
         if self._every_n_epochs >= 1 and not self._should_save_on_train_epoch_end(trainer):
             self._keep_last_current(trainer)
+
+
+class Curves(Callback):
+    """Writes ``curves.png`` (:func:`detkit.curves.plot_curves`) beside the CSV logger's
+    ``metrics.csv`` when ``fit`` ends: train loss and its parts per step, val loss and mAP per
+    epoch, learning rate. ``detkit plot-logs RUN`` draws the same at any time, also mid-run.
+
+    Without a ``CSVLogger`` among the trainer's loggers it writes nothing and says so once (the
+    TensorBoard logger has its own curves).
+    """
+
+    def __init__(self, enabled: bool = True, smoothing: float = 0.6) -> None:
+        """Args:
+        enabled: Write the picture at the end of ``fit``.
+        smoothing: Moving-average weight of per-step series (0: raw values only).
+        """
+        if not 0.0 <= smoothing < 1.0:
+            raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
+        self.enabled = enabled
+        self.smoothing = smoothing
+        self.path: Path | None = None
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not self.enabled or not trainer.is_global_zero:
+            return
+        loggers = [logger for logger in trainer.loggers if isinstance(logger, CSVLogger)]
+        if not loggers:
+            rank_zero_warn("curves.png not written: no CSVLogger among the trainer's loggers (detkit fit adds one "
+                           "when --trainer.logger is unset)")  # fmt: skip
+            return
+        loggers[0].save()  # flush the rows still in memory
+        metrics = Path(loggers[0].experiment.metrics_file_path)
+        if metrics.is_file():
+            self.path = plot_curves(metrics, smoothing=self.smoothing)
+            rank_zero_info(f"training curves: {self.path}")
 
 
 def ramped_ema(decay: float) -> Callable[[list[Tensor], list[Tensor], Tensor], None]:

@@ -12,7 +12,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from detkit.callbacks import Checkpoint, PredictionWriter
+from detkit.callbacks import Checkpoint, Curves, PredictionWriter
 from detkit.checkpoints import read_checkpoint
 from detkit.config import instantiate
 from detkit.data import DetectionDataModule
@@ -28,6 +28,8 @@ class DetkitCLI(LightningCLI):
       the data, and linked into the model (which saves them in checkpoints);
     - a :class:`~detkit.callbacks.Checkpoint` (group ``checkpoint``) keeps the best ``val/map`` and
       the last epoch;
+    - a :class:`~detkit.callbacks.Curves` (group ``curves``) draws ``curves.png`` beside the CSV
+      log when ``fit`` ends;
     - a :class:`~detkit.callbacks.PredictionWriter` (group ``predictions``) writes what
       ``detkit predict`` finds;
     - ``validate``, ``test`` and ``predict`` with ``--ckpt_path`` letterbox as the checkpoint was
@@ -51,6 +53,7 @@ class DetkitCLI(LightningCLI):
         parser.link_arguments("data.input_size", "model.input_size", apply_on="parse")
         parser.link_arguments("data.pad_multiple", "model.pad_multiple", apply_on="parse")
         parser.add_lightning_class_args(Checkpoint, "checkpoint")
+        parser.add_lightning_class_args(Curves, "curves")
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val/map",
