@@ -52,6 +52,8 @@ class Checkpoint(ModelCheckpoint):
             return
         if trainer.fast_dev_run or trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking:
             return
+        if getattr(self, "_defer_save_until_validation", False):
+            return  # Lightning saves (best and last) after the validation that follows
         self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any, **kwargs: Any) -> None:

@@ -121,14 +121,15 @@ class DetectionModule(LightningModule):
                 ``warmup_epochs`` and ``warmup_min_steps`` when given (0 turns it off).
             warmup_start_factor: learning-rate multiplier at the first warm-up step.
             init_weights: path of a detkit checkpoint to fine-tune from (trained on other classes,
-                or on the same ones): when ``fit`` starts without ``--ckpt_path``, every detector
+                or on the same ones): when training starts on a module that loaded no checkpoint
+                (no ``--ckpt_path``, not ``load_from_checkpoint``), every detector
                 tensor whose name and shape match is copied from it; the others (the classifier of
                 another number of classes, a changed head) keep their initialisation, and a warning
                 lists them (:func:`detkit.transfer.load_detector_weights`). Class names come from
                 the data, never from this checkpoint. Resuming (``--ckpt_path``) ignores it.
-            max_nonfinite_steps: a training step whose loss is NaN or infinite (on any process)
-                changes no weight: its gradients are dropped before the optimizer step (with fp16
-                AMP the gradient scaler skips it), it is counted (``train/skipped_steps``) and
+            max_nonfinite_steps: an optimizer step whose gradients are NaN or infinite (a
+                non-finite loss, in any accumulated batch and on any process) changes no weight: its
+                gradients are dropped (with fp16 AMP the gradient scaler skips it), it is counted (``train/skipped_steps``) and
                 warned about. More such steps in a row than this stop training with an error
                 (0: the first one does), and no checkpoint is ever written with non-finite weights.
             compile: compile the detector's forward with ``torch.compile`` (slow first steps,
@@ -154,9 +155,9 @@ class DetectionModule(LightningModule):
         self.pad_multiple = int(pad_multiple)
         self.val_evaluator = CocoEvaluator()
         self.test_evaluator = CocoEvaluator()
+        self._weights_from_checkpoint = False
         self.skipped_steps = 0  # training steps with a non-finite loss, in total and in a row
         self._nonfinite_in_a_row = 0
-        self._step_finite = True
         self._small_boxes = [0, 0]  # this epoch: boxes dropped for shrinking under 1 px, boxes trained on
 
     def setup(self, stage: str) -> None:
@@ -165,11 +166,12 @@ class DetectionModule(LightningModule):
         if self.hparams.compile:
             self.detector.compile()
 
-    def on_fit_start(self) -> None:
-        # Here the trainer knows whether it resumed (its ckpt_path is set once the checkpoint is
-        # restored, after setup). An EMA average copies these weights at its first update.
+    def on_train_start(self) -> None:
+        # After any checkpoint restore (for every strategy): a module that loaded a checkpoint
+        # (resumed, or load_from_checkpoint) keeps its weights. An EMA average copies these weights
+        # at its first update.
         init_weights = self.hparams.get("init_weights")
-        if init_weights and self.trainer.ckpt_path is None:
+        if init_weights and not self._weights_from_checkpoint and self.trainer.global_step == 0:
             report = load_detector_weights(self.detector, init_weights)
             rank_zero_info(f"init_weights: {report}")
 
@@ -181,11 +183,7 @@ class DetectionModule(LightningModule):
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         images, targets = batch
         losses = self.detector.loss(images, targets)
-        self._step_finite = self._finite_on_every_process(losses["loss"])
-        if not self._step_finite:
-            self._count_nonfinite(losses)
-        else:
-            self._nonfinite_in_a_row = 0
+        self._last_losses = {k: v.detach() for k, v in losses.items()}  # for the message of a skipped step
         self.log("train/skipped_steps", float(self.skipped_steps), batch_size=images.shape[0])
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, batch_size=images.shape[0])
         self.log("loss", losses["loss"], prog_bar=True, logger=False, batch_size=images.shape[0])
@@ -206,40 +204,42 @@ class DetectionModule(LightningModule):
                 f"the low end of data.scale_range if objects that small matter"
             )
 
-    def _finite_on_every_process(self, loss: Tensor) -> bool:
-        finite = bool(torch.isfinite(loss.detach()).all())  # one host sync per step
-        trainer = self._trainer
-        if trainer is not None and trainer.world_size > 1:  # every process skips the same steps
-            finite = trainer.strategy.reduce_boolean_decision(finite, all=True)
-        return finite
-
-    def _count_nonfinite(self, losses: dict[str, Tensor]) -> None:
-        self.skipped_steps += 1
-        self._nonfinite_in_a_row += 1
-        parts = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
-        where = f"step {self.global_step} (epoch {self.current_epoch})"
-        if self._nonfinite_in_a_row > self.hparams.max_nonfinite_steps:
-            raise FloatingPointError(
-                f"training stopped: the loss was not finite for {self._nonfinite_in_a_row} steps in a row, the last "
-                f"at {where}: {parts}. Lower the learning rate, clip gradients (--trainer.gradient_clip_val) or "
-                f"check the data; model.max_nonfinite_steps ({self.hparams.max_nonfinite_steps}) sets how many "
-                f"such steps in a row are skipped before stopping. No checkpoint holds non-finite weights."
-            )
-        rank_zero_warn(
-            f"{where}: the loss is not finite ({parts}); the step is skipped, no weight changes "
-            f"({self.skipped_steps} skipped so far, {self._nonfinite_in_a_row} in a row; training stops after "
-            f"{self.hparams.max_nonfinite_steps} in a row)"
-        )
-
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        # Drop the gradients of a non-finite step: optimizers leave parameters without gradient
-        # untouched (no momentum or weight-decay update). fp16 AMP's gradient scaler finds the
-        # infinities itself and skips the step (it needs the gradients to do so).
-        if self._step_finite or getattr(self.trainer.precision_plugin, "scaler", None) is not None:
+        """Skip an optimizer step whose gradients are not finite (a NaN/inf loss in any accumulated
+        micro-batch, or a finite loss with NaN gradients): the gradients are dropped, and optimizers
+        leave parameters without gradient untouched (no momentum or weight-decay update). Under DDP
+        the gradients are already averaged, so every process decides alike. fp16 AMP's gradient
+        scaler finds the infinities itself and skips the step (it needs the gradients to do so)."""
+        if getattr(self.trainer.precision_plugin, "scaler", None) is not None:
             return
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if not grads or bool(torch.stack(torch._foreach_norm(grads)).isfinite().all()):  # one host sync per step
+            self._nonfinite_in_a_row = 0
+            return
+        self._count_nonfinite()
         for group in optimizer.param_groups:
             for param in group["params"]:
                 param.grad = None
+
+    def _count_nonfinite(self) -> None:
+        self.skipped_steps += 1
+        self._nonfinite_in_a_row += 1
+        losses = getattr(self, "_last_losses", {})
+        parts = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items()) or "no loss recorded"
+        where = f"step {self.global_step} (epoch {self.current_epoch})"
+        if self._nonfinite_in_a_row > self.hparams.max_nonfinite_steps:
+            raise FloatingPointError(
+                f"training stopped: the loss or its gradients were not finite for {self._nonfinite_in_a_row} steps "
+                f"in a row, the last at {where} (last loss: {parts}). Lower the learning rate, clip gradients "
+                f"(--trainer.gradient_clip_val) or check the data; model.max_nonfinite_steps "
+                f"({self.hparams.max_nonfinite_steps}) sets how many such steps in a row are skipped before "
+                f"stopping. No checkpoint holds non-finite weights."
+            )
+        rank_zero_warn(
+            f"{where}: the loss or its gradients are not finite (last loss: {parts}); the step is skipped, no "
+            f"weight changes ({self.skipped_steps} skipped so far, {self._nonfinite_in_a_row} in a row; training "
+            f"stops after {self.hparams.max_nonfinite_steps} in a row)"
+        )
 
     # ---- evaluation -----------------------------------------------------------------------
     def _evaluate_batch(self, batch: Batch, stage: str, evaluator: CocoEvaluator) -> None:
@@ -332,6 +332,7 @@ class DetectionModule(LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Upgrade an older detkit checkpoint in place (weight names) before its weights load."""
+        self._weights_from_checkpoint = True  # init_weights must not overwrite them
         if isinstance(checkpoint.get("detkit"), dict):
             checkpoint.update(migrate_checkpoint(checkpoint))
 

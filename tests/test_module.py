@@ -180,7 +180,7 @@ def test_a_nonfinite_step_changes_no_weight_is_counted_and_training_goes_on(tmp_
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             snapshots[trainer.global_step] = {k: v.detach().clone() for k, v in pl_module.detector.named_parameters()}
 
-    with pytest.warns(UserWarning, match=r"step 2 \(epoch 1\): the loss is not finite.*1 skipped so far, 1 in a row"):
+    with pytest.warns(UserWarning, match=r"step 2 \(epoch 1\): the loss or its gradients are not finite \(last loss: loss=nan.*1 skipped so far, 1 in a row"):
         cpu_trainer(tmp_path, callbacks=(Snapshot(),), max_epochs=3, limit_val_batches=0).fit(module, shapes_loader())
     assert module.skipped_steps == 1 and module.global_step == 6
     for name, before in snapshots[2].items():
@@ -220,3 +220,30 @@ def test_training_boxes_dropped_under_a_pixel_are_reported_per_epoch():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         module.on_train_epoch_end()  # counts start again each epoch: nothing dropped, no warning
+
+
+def test_a_nan_micro_batch_under_gradient_accumulation_changes_no_weight(tmp_path):
+    from tiny import cpu_trainer, shapes_loader, tiny_module
+
+    module = tiny_module(lr=0.01)
+    loss, calls = module.detector.loss, []
+
+    def nan_in_third_micro_batch(images, targets):  # the first half of optimizer step 1
+        calls.append(1)
+        losses = loss(images, targets)
+        return {**losses, "loss": losses["loss"] * float("nan")} if len(calls) == 3 else losses
+
+    module.detector.loss = nan_in_third_micro_batch
+    snapshots = {}
+
+    class Snapshot(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            snapshots.setdefault(trainer.global_step, {k: v.detach().clone() for k, v in pl_module.detector.named_parameters()})
+
+    trainer = cpu_trainer(tmp_path, callbacks=(Snapshot(),), max_epochs=1, limit_val_batches=0, accumulate_grad_batches=2)
+    with pytest.warns(UserWarning, match=r"step 1 \(epoch 0\): the loss or its gradients are not finite"):
+        trainer.fit(module, shapes_loader(num_images=8, batch_size=1))  # 8 micro-batches, 4 optimizer steps
+    assert module.skipped_steps == 1 and module.global_step == 4
+    for name, before in snapshots[1].items():
+        assert torch.equal(snapshots[2][name], before), name  # the finite second half did not carry the NaN in
+    assert all(torch.isfinite(p).all() for p in module.parameters())

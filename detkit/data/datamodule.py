@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import partial
 from typing import Any, Literal
 
@@ -269,11 +270,14 @@ class DetectionDataModule(LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         kwargs: dict[str, Any] = {"collate_fn": self.multiscale} if self.multiscale is not None else {}
         raw = self.train_dataset.dataset if self.train_dataset is not None else None
-        seed = torch.initial_seed()  # seed_everything's value when it was called
+        if self.train_dataset is None:
+            raise RuntimeError("train dataset is not set up; call setup() first")
+        # seed_everything's value (0 without it, as Lightning's DistributedSampler): the same on every process.
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
         if isinstance(raw, MosaicDataset) and self.mosaic_off_last_epochs > 0:
             sampler: EpochShuffle = MosaicSchedule(raw, self.mosaic_off_last_epochs, self._get_trainer, seed)
         else:
-            sampler = EpochShuffle(len(self.train_dataset), seed)  # type: ignore[arg-type]
+            sampler = EpochShuffle(len(self.train_dataset), seed)
         return self._loader(self.train_dataset, "train", shuffle=False, sampler=sampler, **kwargs)
 
     def val_dataloader(self) -> DataLoader:

@@ -85,13 +85,14 @@ def _pil_to_rgb(image: Image.Image) -> np.ndarray:
 
 
 def _unit_floats_to_uint8(array: np.ndarray) -> np.ndarray:
-    """Floats in ``[0, 1]`` -> uint8 ``round(255 * x)``; any other range is a ``ValueError``."""
+    """Floats in ``[0, 1]`` -> uint8 ``round(255 * x)`` (an overshoot of up to 0.01, as resampling
+    leaves, is clipped); any other range is a ``ValueError``."""
     if array.size and not np.isfinite(array).all():
         raise ValueError("float image has NaN or infinite values: expected 0..1 floats or uint8 0..255")
     lo, hi = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
-    if lo < 0.0 or hi > 1.0:
+    if lo < -0.01 or hi > 1.01:
         raise ValueError(f"float image values in [{lo:g}, {hi:g}]: expected 0..1 floats or uint8 0..255")
-    return np.rint(array.astype(np.float64) * 255.0).astype(np.uint8)
+    return np.rint(np.clip(array.astype(np.float64), 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
 _ARRAY_FORMS = "HxWx3 uint8 RGB (or HxW grey, HxWx4 RGBA; uint16 is scaled like 16-bit PNG, floats must be in 0..1)"
