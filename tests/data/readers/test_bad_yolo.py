@@ -57,7 +57,7 @@ def test_unknown_class_and_absolute_pixels_are_reported_together(tmp_path: Path,
 
 
 def test_rounding_just_above_one_is_not_an_error(tmp_path: Path, write_yolo) -> None:
-    images, _ = write_yolo(tmp_path, {"a.png": (10, 10)}, {"a": "0 0.5 0.5 1.0000001 0.2\n"})
+    images, _ = write_yolo(tmp_path, {"a.png": (10, 10)}, {"a": "0 0.5 0.5 1.008 0.2\n"})  # an exporter overshoot
     reader = YoloReader(images, class_names=NAMES)
     with pytest.warns(UserWarning, match=r"1 boxes extending outside their image clipped .*a\.txt:1"):
         assert reader.target(0)["boxes"].shape == (1, 4)
