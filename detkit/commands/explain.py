@@ -1,0 +1,52 @@
+"""``detkit explain``: feature-map grids and mean-activation overlays of a trained detector on images."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _images(path: Path) -> list[Path]:
+    """The image files of ``path`` (one file, or a folder's images sorted by name)."""
+    from detkit.data.images import IMAGE_EXTENSIONS
+
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not found:
+            raise FileNotFoundError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in {path}")
+        return found
+    raise FileNotFoundError(f"no image or folder at {path}")
+
+
+def main(argv: list[str]) -> int:
+    """Run ``detkit explain``; returns the exit status (0: written, 2: bad input)."""
+    parser = argparse.ArgumentParser(
+        prog="detkit explain",
+        description="For each image: a grid of the most active channels of every backbone stage and pyramid level "
+        "(<layer>.png, labelled with stride and channel index) and mean_activation.png (each level's mean "
+        "over channels on the letterboxed image).",
+        allow_abbrev=False,
+    )
+    parser.add_argument("--ckpt_path", required=True, help="a detkit checkpoint")
+    parser.add_argument("--image", required=True, help="an image file or a folder of images")
+    parser.add_argument("--layers", help="comma-separated layers, e.g. backbone.2,neck.P3 (default: all)")
+    parser.add_argument("--channels", type=int, default=16, help="channels per grid (the most active by mean)")
+    parser.add_argument("--out", help="output folder (default: explain/ beside the checkpoint's checkpoints/ folder)")
+    options = parser.parse_args(argv)
+    from detkit.explain import explain_images
+    from detkit.inference import load_detector
+
+    ckpt = Path(options.ckpt_path)
+    out = Path(options.out) if options.out else ckpt.resolve().parent.parent / "explain"
+    layers = [name.strip() for name in options.layers.split(",")] if options.layers else None
+    try:
+        images = _images(Path(options.image))
+        written = explain_images(load_detector(ckpt), images, out, layers, options.channels)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"detkit explain: {error}", file=sys.stderr)
+        return 2
+    print(f"{len(written)} pictures of {len(images)} images under {out}")
+    return 0
