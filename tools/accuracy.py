@@ -255,6 +255,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=416, help="input size of every row (--data.input_size, imgsz)")
     parser.add_argument("--batch", type=int, default=16, help="batch size of every row")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the detkit rows (peers: the first)")
+    parser.add_argument("--row-seeds", action="append", default=[], metavar="NAME=SEED[,SEED...]",
+                        help="seeds of one detkit row instead of --seeds (repeatable)")  # fmt: skip
     parser.add_argument("--budget", default="auto", help="seconds per training, or 'auto': YOLO11n's --yolo-epochs wall time")
     parser.add_argument("--epochs", type=int, help="train detkit and torchvision rows this many epochs instead of to the budget")
     parser.add_argument("--yolo-epochs", type=int, default=30)
@@ -289,7 +291,13 @@ def main() -> None:
     gt_path = args.out / "ground_truth.json"
     write_ground_truth(datamodule, gt_path)
     image = first_test_image(datamodule)
-    trainings = len(detkit_rows) * len(args.seeds) + len(peers)
+    row_seeds = {name: list(args.seeds) for name in detkit_rows}
+    for spec in args.row_seeds:
+        name, _, seeds = spec.partition("=")
+        if name not in detkit_rows or not seeds:
+            raise SystemExit(f"--row-seeds takes NAME=SEED[,SEED...] for a --detkit row, got {spec!r}")
+        row_seeds[name] = [int(seed) for seed in seeds.split(",")]
+    trainings = sum(len(seeds) for seeds in row_seeds.values()) + len(peers)
     each = "the budget" if budget is None else f"{budget:.0f} s"
     print(f"{n_train} train / {n_test} test images at {args.size} px, batch {args.batch}; {trainings} trainings "
           f"of {each} each; results under {args.out}", flush=True)  # fmt: skip
@@ -330,7 +338,7 @@ def main() -> None:
             steps = math.ceil(len(datamodule.reader("train")) / args.batch)
             probe = {"steps_per_epoch": steps}
             print(f"== {name}: {epochs} epochs", flush=True)
-        for seed in args.seeds:
+        for seed in row_seeds[name]:
             run_dir = args.out / name / f"seed{seed}"
             train = lambda: train_detkit(name, configs, seed, epochs, probe["steps_per_epoch"],  # noqa: E731
                                          None if args.epochs else budget, args, run_dir, gt_path, image)  # fmt: skip
@@ -352,7 +360,7 @@ def main() -> None:
     header = (
         f"{', '.join(args.data_config)} ({split}) at {args.size} px, batch {args.batch}, {budget_text} "
         f"({YOLO}: {args.yolo_epochs} epochs); COCO mAP by detkit evaluate on the test images; detkit rows: median "
-        f"(min-max) over seeds {' '.join(map(str, args.seeds))}\n"
+        f"(min-max) over seeds {' '.join(map(str, args.seeds))} (unless the seeds column says otherwise)\n"
         f"CPU: {cpu['model']}, {cpu['cores']} cores, torch {cpu['torch']}; latency on "
         f"{args.latency_threads or cpu['torch_threads']} threads\n"
         f"CPU flags: {cpu['flags']}"
