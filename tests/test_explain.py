@@ -59,9 +59,9 @@ def test_explain_on_an_image_a_folder_and_bad_paths(tmp_path, capsys):
     assert names == sorted([*(f"{layer}.png" for layer in layers), "mean_activation.png"]) and "neck.P3" in layers
     assert all(p.read_bytes()[:4] == b"\x89PNG" for p in out.glob("*.png"))
 
-    assert main(["explain", "--ckpt_path", str(ckpt), "--image", str(images), "--layers", "neck.P3",
+    assert main(["explain", "--ckpt_path", str(ckpt), "--image", str(images), "--layers", "neck.P3", "--gradcam",
                  "--out", str(tmp_path / "both")]) == 0  # fmt: skip
-    assert sorted(p.name for p in (tmp_path / "both" / "b").glob("*.png")) == ["mean_activation.png", "neck.P3.png"]
+    assert sorted(p.name for p in (tmp_path / "both" / "b").glob("*.png")) == ["gradcam.png", "mean_activation.png", "neck.P3.png"]
     assert (tmp_path / "both" / "a" / "neck.P3.png").is_file()
 
     capsys.readouterr()

@@ -27,13 +27,17 @@ def main(argv: list[str]) -> int:
         prog="detkit explain",
         description="For each image: a grid of the most active channels of every backbone stage and pyramid level "
         "(<layer>.png, labelled with stride and channel index) and mean_activation.png (each level's mean "
-        "over channels on the letterboxed image).",
+        "over channels on the letterboxed image); with --gradcam, gradcam.png: a Grad-CAM map per detection.",
         allow_abbrev=False,
     )
     parser.add_argument("--ckpt_path", required=True, help="a detkit checkpoint")
     parser.add_argument("--image", required=True, help="an image file or a folder of images")
     parser.add_argument("--layers", help="comma-separated layers, e.g. backbone.2,neck.P3 (default: all)")
     parser.add_argument("--channels", type=int, default=16, help="channels per grid (the most active by mean)")
+    parser.add_argument("--gradcam", action="store_true", help="also gradcam.png: a localization map per detection")
+    parser.add_argument("--top", type=int, default=8, help="with --gradcam: the K highest-scoring detections")
+    parser.add_argument("--cam", choices=["gradcam", "eigencam"], default="gradcam", help="with --gradcam: the method")
+    parser.add_argument("--all-levels", action="store_true", help="with --gradcam: every pyramid level, not only the detection's own")
     parser.add_argument("--out", help="output folder (default: explain/ beside the checkpoint's checkpoints/ folder)")
     options = parser.parse_args(argv)
     from detkit.explain import explain_images
@@ -44,7 +48,15 @@ def main(argv: list[str]) -> int:
     layers = [name.strip() for name in options.layers.split(",")] if options.layers else None
     try:
         images = _images(Path(options.image))
-        written = explain_images(load_detector(ckpt), images, out, layers, options.channels)
+        model = load_detector(ckpt)
+        written = explain_images(model, images, out, layers, options.channels)
+        if options.gradcam:
+            from detkit.gradcam import save_gradcam
+
+            levels = "all" if options.all_levels else "own"
+            for path in images:
+                written.append(save_gradcam(model, path, out / path.stem / "gradcam.png", top=options.top,
+                                            levels=levels, method=options.cam))  # fmt: skip
     except (FileNotFoundError, ValueError) as error:
         print(f"detkit explain: {error}", file=sys.stderr)
         return 2
