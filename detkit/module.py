@@ -313,7 +313,8 @@ class DetectionModule(LightningModule):
 
     # ---- checkpoints ----------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        nonfinite = [k for k, v in checkpoint["state_dict"].items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        state = checkpoint.get("state_dict", {})
+        nonfinite = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
         if nonfinite:
             raise FloatingPointError(
                 f"refusing to write a checkpoint with non-finite weights ({len(nonfinite)} tensors, e.g. "
