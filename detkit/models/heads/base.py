@@ -56,6 +56,16 @@ class DenseHead(nn.Module, abc.ABC):
         """Stride of each input level."""
         return [f.stride for f in self.in_features]
 
+    def dense_outputs(self, features: list[Tensor], **per_level: list[Tensor]) -> dict[str, Tensor]:
+        """The outputs dict of :meth:`forward`: each ``name=[(B, HW_l, ...) per level]`` concatenated
+        over levels to ``(B, P, ...)``, plus ``points (P, 2)`` and ``point_strides (P,)`` of the
+        ``features``' grids (:func:`make_points`)."""
+        points, point_strides = make_points(
+            [tuple(f.shape[-2:]) for f in features], self.strides, device=features[0].device, dtype=torch.float32
+        )
+        outputs = {name: torch.cat(levels, dim=1) for name, levels in per_level.items()}
+        return {**outputs, "points": points, "point_strides": point_strides}
+
     @abc.abstractmethod
     def forward(self, features: list[Tensor]) -> dict[str, Tensor]:
         """Raw outputs for pyramid maps ``(B, C_l, H_l, W_l)``, one per ``in_features`` entry.

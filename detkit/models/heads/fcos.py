@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from detkit.models.backbones import FeatureInfo
-from detkit.models.heads.base import DenseHead, batch_targets, make_points
+from detkit.models.heads.base import DenseHead, batch_targets
 from detkit.models.heads.fcos_assigner import FCOSAssigner
 from detkit.models.heads.fcos_decoder import FCOSDecoder
 from detkit.models.heads.fcos_loss import FCOSLoss
@@ -132,16 +132,7 @@ class FCOSHead(DenseHead):
             all_ltrb.append(reg.flatten(2).transpose(1, 2))
             # (B, 1, H, W) -> (B, HW)
             all_quality.append(self.quality_logits(box_feat).flatten(1))
-        points, point_strides = make_points(
-            [tuple(f.shape[-2:]) for f in features], self.strides, device=features[0].device, dtype=torch.float32
-        )
-        return {
-            "cls_logits": torch.cat(all_cls, dim=1),
-            "ltrb": torch.cat(all_ltrb, dim=1),
-            "quality_logits": torch.cat(all_quality, dim=1),
-            "points": points,
-            "point_strides": point_strides,
-        }
+        return self.dense_outputs(features, cls_logits=all_cls, ltrb=all_ltrb, quality_logits=all_quality)
 
     def loss(self, outputs: dict[str, Tensor], targets: Sequence[Target]) -> dict[str, Tensor]:
         """Assign targets to points and compute the losses (see :meth:`DenseHead.loss`).

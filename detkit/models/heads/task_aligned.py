@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from detkit.models.backbones import FeatureInfo
-from detkit.models.heads.base import DenseHead, batch_targets, make_points
+from detkit.models.heads.base import DenseHead, batch_targets
 from detkit.models.heads.fcos_decoder import FCOSDecoder
 from detkit.models.heads.tal_assigner import TaskAlignedAssigner
 from detkit.models.heads.tal_loss import TaskAlignedLoss
@@ -186,16 +186,7 @@ class TaskAlignedHead(DenseHead):
             dist = dist.reshape(batch, height * width, 4, self.reg_max)
             all_dist.append(dist)
             all_ltrb.append(expected_distance(dist) * stride)  # (B, HW, 4) pixels
-        points, point_strides = make_points(
-            [tuple(f.shape[-2:]) for f in features], self.strides, device=features[0].device, dtype=torch.float32
-        )
-        return {
-            "cls_logits": torch.cat(all_cls, dim=1),
-            "dist_logits": torch.cat(all_dist, dim=1),
-            "ltrb": torch.cat(all_ltrb, dim=1),
-            "points": points,
-            "point_strides": point_strides,
-        }
+        return self.dense_outputs(features, cls_logits=all_cls, dist_logits=all_dist, ltrb=all_ltrb)
 
     def loss(self, outputs: dict[str, Tensor], targets: Sequence[Target]) -> dict[str, Tensor]:
         """Assign targets from the current predictions and compute the losses (see :meth:`DenseHead.loss`).
