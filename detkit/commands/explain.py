@@ -36,7 +36,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--channels", type=int, default=16, help="channels per grid (the most active by mean)")
     parser.add_argument("--gradcam", action="store_true", help="also gradcam.png: a localization map per detection")
     parser.add_argument("--top", type=int, default=8, help="with --gradcam: the K highest-scoring detections")
-    parser.add_argument("--cam", choices=["gradcam", "eigencam"], default="gradcam", help="with --gradcam: the method")
+    parser.add_argument("--cam", choices=["hirescam", "gradcam", "eigencam"], default="hirescam",
+                        help="with --gradcam: the method (hirescam: gradient x activation, local to the detection; "
+                        "gradcam: pooled gradients; eigencam: gradient-free)")  # fmt: skip
     parser.add_argument("--all-levels", action="store_true", help="with --gradcam: every pyramid level, not only the detection's own")
     parser.add_argument("--out", help="output folder (default: explain/ beside the checkpoint's checkpoints/ folder)")
     options = parser.parse_args(argv)
