@@ -73,23 +73,38 @@ class Predictor(nn.Module):
             One dict per image: ``boxes`` ``FloatTensor[D, 4]`` xyxy in the original image's
             pixels, ``scores`` ``[D]``, ``labels`` ``Int64Tensor[D]`` and ``names`` (list of str).
         """
-        batch = list(images) if isinstance(images, (list, tuple)) else [images]
-        if not batch:
-            return []
-        arrays = [to_rgb_array(image) for image in batch]
-        letterbox = self.letterbox
-        boxed = [letterbox(array) for array in arrays]
-        # uint8 (B, S, S, 3) -> [0, 1] floats (B, 3, S, S)
-        unit = np.stack([padded for padded, _ in boxed]).astype(np.float32) / 255.0
-        inputs = torch.from_numpy(unit).permute(0, 3, 1, 2).to(self.device)
-        detections = self.detector.predict_batch(inputs, score_threshold=score_threshold)
-        results = []
-        for det, (_, scale), array in zip(detections, boxed, arrays):
-            boxes = Letterbox.to_original(det["boxes"], scale, array.shape[:2])
-            labels = det["labels"]
-            names = [self.class_names[i] for i in labels.tolist()]
-            results.append({"boxes": boxes, "scores": det["scores"], "labels": labels, "names": names})
-        return results
+
+        def detect(batch: np.ndarray) -> list[dict[str, torch.Tensor]]:
+            # uint8 (B, S, S, 3) -> [0, 1] floats (B, 3, S, S)
+            inputs = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2).float() / 255.0
+            return self.detector.predict_batch(inputs, score_threshold=score_threshold)
+
+        return predict_letterboxed(images, self.letterbox, self.class_names, detect)
+
+
+def predict_letterboxed(
+    images: ImageInput | Sequence[ImageInput],
+    letterbox: Letterbox,
+    class_names: Sequence[str],
+    detect: Callable[[np.ndarray], list[dict[str, Any]]],
+) -> list[dict[str, Any]]:
+    """What every predictor's ``predict`` does around its model: read each image
+    (:func:`~detkit.data.images.to_rgb_array`), letterbox it, run ``detect`` on the uint8 batch
+    ``[B, S, S, 3]`` (-> per image ``boxes`` in letterboxed pixels, ``scores``, ``labels``) and
+    map the boxes back to each original image, with the class ``names``."""
+    batch = list(images) if isinstance(images, (list, tuple)) else [images]
+    if not batch:
+        return []
+    arrays = [to_rgb_array(image) for image in batch]
+    boxed = [letterbox(array) for array in arrays]
+    detections = detect(np.stack([padded for padded, _ in boxed]))
+    results = []
+    for det, (_, scale), array in zip(detections, boxed, arrays):
+        boxes = Letterbox.to_original(torch.as_tensor(det["boxes"]), scale, array.shape[:2])
+        labels = torch.as_tensor(det["labels"]).long()
+        names = [class_names[i] for i in labels.tolist()]
+        results.append({"boxes": boxes, "scores": torch.as_tensor(det["scores"]), "labels": labels, "names": names})
+    return results
 
 
 def _class_paths(config: Any) -> list[str]:
@@ -134,6 +149,10 @@ def instantiate_detector(
 def load_detector(path: str | Path, device: str | torch.device = "cpu", trusted: Sequence[str] = ()) -> Predictor:
     """Load a checkpoint written by ``detkit fit`` into a ready :class:`Predictor` in eval mode.
 
+    A model written by ``detkit export`` (``.onnx``, ``.torchscript``, with its ``.json`` sidecar
+    beside it) loads into a :class:`~detkit.deploy.ExportedPredictor` instead: the same ``predict``
+    and results, run by onnxruntime (``pip install 'detkit[deploy]'``) or TorchScript on the CPU.
+
     Loading uses ``torch.load(weights_only=True)`` and builds only detkit classes (plus those of the
     ``trusted`` modules, e.g. ``trusted=["my_heads"]`` for your own head): a checkpoint cannot run
     code. No Trainer or config file is needed; the detector's config, class names and input size
@@ -145,6 +164,10 @@ def load_detector(path: str | Path, device: str | torch.device = "cpu", trusted:
             message names it), or records no detector config or input size.
     """
     path = Path(path)
+    if path.suffix in (".onnx", ".torchscript"):
+        from detkit.deploy.runtime import OnnxPredictor, TorchScriptPredictor
+
+        return (OnnxPredictor if path.suffix == ".onnx" else TorchScriptPredictor)(path)  # type: ignore[return-value]
     checkpoint = read_checkpoint(path)  # names the file if missing, unreadable or not detkit's
     try:
         checkpoint = migrate_checkpoint(checkpoint)  # format 1 -> current (config and weight names)

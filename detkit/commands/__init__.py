@@ -1,7 +1,7 @@
 """The ``detkit`` console script: dispatches to LightningCLI or to detkit's own light subcommands.
 
 ``fit``, ``validate``, ``test`` and ``predict`` go to :class:`detkit.cli.DetkitCLI`. ``evaluate``,
-``check-data``, ``plot-logs`` and ``explain`` are detkit's own; they are imported only when asked for, so that
+``check-data``, ``plot-logs``, ``explain``, ``export`` and ``prune`` are detkit's own; they are imported only when asked for, so that
 ``detkit evaluate --gt --dt`` does not pay for importing Lightning.
 """
 
@@ -16,6 +16,8 @@ OWN_SUBCOMMANDS = {
     "check-data": "detkit.commands.check_data",
     "plot-logs": "detkit.commands.plot_logs",
     "explain": "detkit.commands.explain",
+    "export": "detkit.commands.export",
+    "prune": "detkit.commands.prune",
 }
 
 

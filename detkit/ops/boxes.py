@@ -30,8 +30,8 @@ def box_area(boxes: Tensor) -> Tensor:
 def clip_boxes(boxes: Tensor, size: tuple[int, int] | Tensor) -> Tensor:
     """Clip ``[..., 4]`` xyxy boxes to an image of ``size = (height, width)``."""
     h, w = (size[0], size[1])
-    x = boxes[..., 0::2].clamp(min=0, max=float(w))
-    y = boxes[..., 1::2].clamp(min=0, max=float(h))
+    x = boxes[..., 0::2].clamp(min=0.0, max=float(w))
+    y = boxes[..., 1::2].clamp(min=0.0, max=float(h))
     return torch.stack((x[..., 0], y[..., 0], x[..., 1], y[..., 1]), dim=-1)
 
 

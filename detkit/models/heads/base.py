@@ -105,6 +105,25 @@ class DenseHead(nn.Module, abc.ABC):
             came from.
         """
 
+    def predict_padded(
+        self,
+        outputs: dict[str, Tensor],
+        image_size: tuple[int, int],
+        level_sizes: list[int],
+        score_threshold: float | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The detections of :meth:`predict` as fixed-shape tensors, for exported graphs.
+
+        Args:
+            outputs, image_size, score_threshold: As :meth:`predict`.
+            level_sizes: Points per level (``H_l * W_l``), fixed for a fixed input size.
+
+        Returns:
+            ``boxes (B, D, 4)``, ``scores (B, D)``, ``labels (B, D)`` and ``num_detections (B,)``
+            (see :meth:`~detkit.models.FCOSDecoder.padded`). Heads that can be exported override this.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no fixed-shape decoding, so it cannot be exported")
+
 
 def make_points(
     feature_sizes: Sequence[tuple[int, int]],

@@ -163,3 +163,15 @@ class FCOSHead(DenseHead):
             image_size=image_size,
             score_threshold=score_threshold,
         )
+
+    def predict_padded(
+        self,
+        outputs: dict[str, Tensor],
+        image_size: tuple[int, int],
+        level_sizes: list[int],
+        score_threshold: float | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Fixed-shape decoding with the head's decoder (see :meth:`DenseHead.predict_padded`)."""
+        return self.decoder.padded(
+            outputs["cls_logits"], outputs["ltrb"], outputs["quality_logits"], outputs["points"], level_sizes, image_size, score_threshold
+        )

@@ -1,14 +1,16 @@
 """Dense-head decoding: raw outputs -> per-image detections (score, top-k per level, decode, clip, class-aware NMS).
 
 Written for FCOS and shared by every head that predicts per point class logits and ltrb distances
-(the :class:`~detkit.models.TaskAlignedHead` passes no quality logits).
+(the :class:`~detkit.models.TaskAlignedHead` passes no quality logits). :meth:`FCOSDecoder.forward`
+returns ragged per-image detections; :meth:`FCOSDecoder.padded` selects the same detections with
+fixed-shape tensor ops only (what ONNX and TorchScript exports run).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torchvision.ops import batched_nms
+from torchvision.ops import batched_nms, nms
 
 from detkit.ops.boxes import clip_boxes, decode_ltrb
 from detkit.types import Detections
@@ -26,6 +28,7 @@ class FCOSDecoder(nn.Module):
         topk_per_level: int = 1000,
         nms_iou: float = 0.6,
         max_detections: int = 100,
+        pre_nms_topk: int = 1000,
     ) -> None:
         """Build the decoder.
 
@@ -34,12 +37,16 @@ class FCOSDecoder(nn.Module):
             topk_per_level: Candidates (point, class pairs) kept per pyramid level before NMS.
             nms_iou: IoU above which a lower-scoring box of the same class is suppressed.
             max_detections: Detections kept per image after NMS.
+            pre_nms_topk: The highest-scoring candidates above the threshold that enter NMS per
+                image (bounds the cost of NMS, also in exported graphs).
         """
         super().__init__()
-        if topk_per_level < 1 or max_detections < 1:
+        if min(topk_per_level, max_detections, pre_nms_topk) < 1:
             raise ValueError(
-                f"topk_per_level and max_detections must be >= 1, got {topk_per_level}, {max_detections}"
+                "topk_per_level, max_detections and pre_nms_topk must be >= 1, got "
+                f"{topk_per_level}, {max_detections}, {pre_nms_topk}"
             )
+        self.pre_nms_topk = pre_nms_topk
         self.score_threshold = score_threshold
         self.topk_per_level = topk_per_level
         self.nms_iou = nms_iou
@@ -74,34 +81,17 @@ class FCOSDecoder(nn.Module):
             ``point_strides``) of each detection.
         """
         threshold = self.score_threshold if score_threshold is None else score_threshold
-        batch, _, num_classes = cls_logits.shape
-        scores = torch.sigmoid(cls_logits.float())  # (B, P, K)
-        if quality_logits is not None:
-            scores = torch.sqrt(scores * torch.sigmoid(quality_logits.float())[..., None])
-        boxes = clip_boxes(decode_ltrb(points[None].float(), ltrb.float()), image_size)  # (B, P, 4)
         # Level sizes from the contiguous runs of equal strides (inference only, a sync is fine).
         _, counts = torch.unique_consecutive(point_strides, return_counts=True)
-        cand_scores, cand_points, cand_labels, cand_levels = [], [], [], []
-        start = 0
-        for level_index, count in enumerate(counts.tolist()):
-            level_scores = scores[:, start : start + count].reshape(batch, -1)  # (B, P_l * K)
-            k = min(self.topk_per_level, level_scores.shape[1])
-            top_scores, top_idx = level_scores.topk(k, dim=1)  # (B, k)
-            cand_scores.append(top_scores)
-            cand_points.append(top_idx // num_classes + start)
-            cand_labels.append(top_idx % num_classes)
-            cand_levels.append(torch.full_like(top_idx, level_index))
-            start += count
-        all_scores = torch.cat(cand_scores, dim=1)  # (B, C)
-        all_points = torch.cat(cand_points, dim=1)
-        all_labels = torch.cat(cand_labels, dim=1)
-        all_levels = torch.cat(cand_levels, dim=1)
-
+        all_scores, all_boxes, all_labels, all_points, all_levels = self._candidates(
+            cls_logits, ltrb, quality_logits, points, counts.tolist(), image_size
+        )
         results: list[Detections] = []
-        for b in range(batch):
-            s, p, lab, lvl = all_scores[b], all_points[b], all_labels[b], all_levels[b]
-            bx = boxes[b, p]
+        for b in range(all_scores.shape[0]):
+            s, bx, lab, p, lvl = all_scores[b], all_boxes[b], all_labels[b], all_points[b], all_levels[b]
             keep = (s > threshold) & (bx[:, 2] > bx[:, 0]) & (bx[:, 3] > bx[:, 1])
+            s, bx, lab, p, lvl = s[keep], bx[keep], lab[keep], p[keep], lvl[keep]
+            keep = s.topk(min(self.pre_nms_topk, s.shape[0])).indices
             s, bx, lab, p, lvl = s[keep], bx[keep], lab[keep], p[keep], lvl[keep]
             keep = batched_nms(bx, s, lab, self.nms_iou)[: self.max_detections]  # sorted by score
             results.append(
@@ -114,3 +104,93 @@ class FCOSDecoder(nn.Module):
                 )
             )
         return results
+
+    def _candidates(
+        self,
+        cls_logits: Tensor,
+        ltrb: Tensor,
+        quality_logits: Tensor | None,
+        points: Tensor,
+        level_sizes: list[int],
+        image_size: tuple[int, int],
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """Scores, clipped boxes and the top ``topk_per_level`` (point, class) pairs of each level.
+
+        Returns:
+            ``scores (B, C)``, ``boxes (B, C, 4)``, ``labels (B, C)``, ``point_index (B, C)`` and
+            ``level (B, C)`` of the ``C`` candidates (levels in order, by score within a level).
+        """
+        batch, _, num_classes = cls_logits.shape
+        scores = torch.sigmoid(cls_logits.float())  # (B, P, K)
+        if quality_logits is not None:
+            scores = torch.sqrt(scores * torch.sigmoid(quality_logits.float())[..., None])
+        boxes = clip_boxes(decode_ltrb(points[None].float(), ltrb.float()), image_size)  # (B, P, 4)
+        cand_scores, cand_points, cand_labels, cand_levels = [], [], [], []
+        start = 0
+        for level_index, count in enumerate(level_sizes):
+            level_scores = scores[:, start : start + count].reshape(batch, -1)  # (B, P_l * K)
+            k = min(self.topk_per_level, count * num_classes)
+            top_scores, top_idx = level_scores.topk(k, dim=1)  # (B, k)
+            cand_scores.append(top_scores)
+            cand_points.append(top_idx // num_classes + start)
+            cand_labels.append(top_idx % num_classes)
+            cand_levels.append(torch.full_like(top_idx, level_index))
+            start += count
+        point_index = torch.cat(cand_points, dim=1)  # (B, C)
+        cand_boxes = boxes.gather(1, point_index[..., None].expand(-1, -1, 4))  # (B, C, 4)
+        return (
+            torch.cat(cand_scores, dim=1), cand_boxes, torch.cat(cand_labels, dim=1), point_index, torch.cat(cand_levels, dim=1)
+        )  # fmt: skip
+
+    @torch.no_grad()
+    def padded(
+        self,
+        cls_logits: Tensor,
+        ltrb: Tensor,
+        quality_logits: Tensor | None,
+        points: Tensor,
+        level_sizes: list[int],
+        image_size: tuple[int, int],
+        score_threshold: float | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The detections of :meth:`forward` as fixed-shape tensors, without data-dependent shapes.
+
+        One ``torchvision.ops.nms`` call serves every image and class: each (image, class) group
+        of boxes is shifted by its own offset, so boxes of different groups never overlap (the
+        offset trick of ``batched_nms``). Candidates below the threshold stay in NMS (they can only
+        suppress lower scores, which are dropped anyway) and are masked out afterwards.
+
+        Args:
+            cls_logits, ltrb, quality_logits, points, image_size, score_threshold: As :meth:`forward`.
+            level_sizes: Points per pyramid level (``H_l * W_l``), fixed for a fixed input size.
+
+        Returns:
+            ``boxes (B, D, 4)``, ``scores (B, D)`` (descending), ``labels (B, D)`` int64 and
+            ``num_detections (B,)`` int64 with ``D = max_detections``; entries past an image's count
+            are zero (labels ``-1``).
+        """
+        threshold = self.score_threshold if score_threshold is None else score_threshold
+        scores, boxes, labels, _, _ = self._candidates(cls_logits, ltrb, quality_logits, points, level_sizes, image_size)
+        batch, num_classes = scores.shape[0], cls_logits.shape[2]
+        valid = (scores > threshold) & (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])
+        masked = torch.where(valid, scores, torch.full_like(scores, -1.0))  # (B, C)
+        masked, order = masked.topk(min(self.pre_nms_topk, masked.shape[1]), dim=1)  # (B, N)
+        boxes = boxes.gather(1, order[..., None].expand(-1, -1, 4))
+        labels = labels.gather(1, order)
+        num = masked.shape[1]
+        group = torch.arange(batch, device=labels.device)[:, None] * num_classes + labels  # (B, N)
+        offset = group.to(boxes.dtype) * float(max(image_size) + 1)
+        keep = nms((boxes + offset[..., None]).reshape(-1, 4), masked.reshape(-1), self.nms_iou)
+        kept = torch.zeros(batch * num, dtype=masked.dtype, device=masked.device).index_fill(0, keep, 1.0)
+        final = torch.where(kept.reshape(batch, num) > 0, masked, torch.full_like(masked, -1.0))
+        top_scores, top = final.topk(min(self.max_detections, num), dim=1)  # (B, D')
+        found = top_scores >= 0
+        pad = self.max_detections - top.shape[1]
+        out_boxes = torch.where(found[..., None], boxes.gather(1, top[..., None].expand(-1, -1, 4)), 0.0)
+        out_scores = torch.where(found, top_scores, 0.0)
+        out_labels = torch.where(found, labels.gather(1, top), -1)
+        if pad:
+            out_boxes = torch.nn.functional.pad(out_boxes, (0, 0, 0, pad))
+            out_scores = torch.nn.functional.pad(out_scores, (0, pad))
+            out_labels = torch.nn.functional.pad(out_labels, (0, pad), value=-1)
+        return out_boxes, out_scores, out_labels, found.sum(dim=1)

@@ -1,0 +1,15 @@
+"""Deployment: export to ONNX / TorchScript with decoding and NMS inside, predictors over exports, int8, pruning."""
+
+from detkit.deploy.export import export_model, read_sidecar, sidecar_path
+from detkit.deploy.graph import DeployGraph
+from detkit.deploy.runtime import ExportedPredictor, OnnxPredictor, TorchScriptPredictor
+
+__all__ = [
+    "DeployGraph",
+    "ExportedPredictor",
+    "OnnxPredictor",
+    "TorchScriptPredictor",
+    "export_model",
+    "read_sidecar",
+    "sidecar_path",
+]

@@ -1,0 +1,116 @@
+"""Export a trained detector to ONNX or TorchScript (decoding and NMS inside) with its json sidecar."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from detkit.deploy.graph import DeployGraph
+from detkit.inference import Predictor
+
+__all__ = ["SIDECAR_VERSION", "export_model", "read_sidecar", "sidecar_path"]
+
+#: Version of the sidecar json's layout; readers refuse newer ones.
+SIDECAR_VERSION = 1
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript"}
+OUTPUT_NAMES = ["boxes", "scores", "labels", "num_detections"]
+
+
+def sidecar_path(model_path: str | Path) -> Path:
+    """The json beside an exported model: ``model.onnx`` -> ``model.onnx.json``."""
+    path = Path(model_path)
+    return path.with_name(path.name + ".json")
+
+
+def export_model(
+    model: Predictor,
+    path: str | Path,
+    format: Literal["onnx", "torchscript"] = "onnx",
+    dynamic_batch: bool = False,
+    score_threshold: float | None = None,
+) -> Path:
+    """Write ``model`` as one self-contained file plus its sidecar json (see :class:`DeployGraph`).
+
+    Args:
+        model: A loaded checkpoint (:func:`~detkit.inference.load_detector`).
+        path: The model file to write (``.onnx`` / ``.torchscript``); folders are created.
+        format: ``"onnx"`` (``torch.onnx.export(dynamo=True)``, weights inside the file, standard
+            ONNX ops: ``NonMaxSuppression``, ``TopK``, ...) or ``"torchscript"`` (``torch.jit.trace``;
+            needs torchvision's ``nms`` op where it runs).
+        dynamic_batch: ONNX: any batch size instead of 1 (TorchScript traces take any batch).
+        score_threshold: Detections must score above this (default: the head's); ``predict`` can
+            raise it later, not lower it.
+
+    Returns:
+        The model file's path; the sidecar is :func:`sidecar_path` of it.
+    """
+    if format not in SUFFIXES:
+        raise ValueError(f"unknown export format {format!r}: use one of {', '.join(SUFFIXES)}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    side = model.letterbox.padded_size
+    detector = model.detector.cpu().eval()
+    graph = DeployGraph(detector, side, score_threshold).eval()
+    # Batch 2: torch.export fixes dimensions it sees as 1.
+    example = torch.zeros(2 if dynamic_batch and format == "onnx" else 1, 3, side, side, dtype=torch.uint8)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the tracers' notes on shapes read as constants (all fixed by S)
+        if format == "onnx":
+            dynamic = {"images": {0: torch.export.Dim("batch", min=1, max=1024)}} if dynamic_batch else None
+            torch.onnx.export(
+                graph, (example,), str(path), dynamo=True, external_data=False, dynamic_shapes=dynamic,
+                input_names=["images"], output_names=OUTPUT_NAMES, verbose=False,
+            )  # fmt: skip
+        else:
+            torch.jit.trace(graph, example, check_trace=False).save(str(path))
+    decoder = getattr(detector.head, "decoder", None)
+    threshold = score_threshold if score_threshold is not None else getattr(decoder, "score_threshold", None)
+    info = {
+        "format_version": SIDECAR_VERSION,
+        "format": format,
+        "class_names": model.class_names,
+        "input_size": model.input_size,
+        "pad_multiple": model.pad_multiple,
+        "letterbox": "resize the longest side to input_size (bilinear), keep the aspect ratio, zero-pad "
+        "bottom/right to a square whose side is input_size rounded up to pad_multiple",
+        "input": {"name": "images", "dtype": "uint8", "layout": "NCHW RGB, letterboxed",
+                  "shape": ["batch" if dynamic_batch or format == "torchscript" else 1, 3, side, side]},  # fmt: skip
+        "outputs": {
+            "boxes": "float32 [B, D, 4] xyxy in letterboxed input pixels",
+            "scores": "float32 [B, D] descending",
+            "labels": "int64 [B, D] class index, -1 past num_detections",
+            "num_detections": "int64 [B]",
+        },
+        "score_threshold": threshold,
+        "max_detections": getattr(decoder, "max_detections", None),
+        "int8": False,
+    }
+    sidecar_path(path).write_text(json.dumps(info, indent=2))
+    return path
+
+
+def read_sidecar(model_path: str | Path) -> dict[str, Any]:
+    """The sidecar json of an exported model, checked; errors name the files."""
+    model_path = Path(model_path)
+    if not model_path.is_file():
+        raise FileNotFoundError(f"no exported model at {model_path}")
+    side = sidecar_path(model_path)
+    if not side.is_file():
+        raise FileNotFoundError(
+            f"{model_path} has no {side.name} beside it: detkit export writes the class names, input size and "
+            "letterbox there; copy it along with the model (or export again)"
+        )
+    try:
+        info = json.loads(side.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{side} is not valid json: {error}") from None
+    missing = [key for key in ("format_version", "class_names", "input_size", "pad_multiple") if key not in info]
+    if missing:
+        raise ValueError(f"{side} lacks {', '.join(missing)}: not a detkit export sidecar")
+    if info["format_version"] > SIDECAR_VERSION:
+        raise ValueError(f"{side} has format version {info['format_version']}; this detkit reads up to {SIDECAR_VERSION}")
+    return info

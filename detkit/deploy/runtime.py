@@ -1,0 +1,123 @@
+"""Predictors over exported models (onnxruntime, TorchScript) with the same ``predict`` as the PyTorch one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from detkit.deploy.export import read_sidecar
+from detkit.inference import ImageInput, predict_letterboxed
+from detkit.ops.letterbox import Letterbox
+
+__all__ = ["ExportedPredictor", "OnnxPredictor", "TorchScriptPredictor"]
+
+
+class ExportedPredictor:
+    """An exported model with its sidecar: ``predict`` reads, letterboxes and maps boxes back exactly
+    as :class:`~detkit.inference.Predictor` does (same function), only the network runs elsewhere.
+
+    Attributes:
+        path: The model file.
+        class_names, input_size, pad_multiple: From the sidecar json.
+        score_threshold: The threshold the graph was exported with (``predict`` may raise it).
+        batch: The graph's batch size, or ``None`` when any batch runs.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        """Read the sidecar of ``path`` (errors name the file)."""
+        self.path = Path(path)
+        self.info = read_sidecar(self.path)
+        self.class_names: list[str] = list(self.info["class_names"])
+        self.input_size = int(self.info["input_size"])
+        self.pad_multiple = int(self.info["pad_multiple"])
+        self.score_threshold = self.info.get("score_threshold")
+        batch = self.info.get("input", {}).get("shape", ["batch"])[0]
+        self.batch = None if batch == "batch" else int(batch)
+
+    @property
+    def letterbox(self) -> Letterbox:
+        return Letterbox(self.input_size, pad_multiple=self.pad_multiple)
+
+    def run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The graph on ``uint8 [B, 3, S, S]``: ``(boxes, scores, labels, num_detections)``."""
+        raise NotImplementedError
+
+    def predict(
+        self, images: ImageInput | Sequence[ImageInput], score_threshold: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Detect objects: the arguments and results of :meth:`detkit.inference.Predictor.predict`.
+
+        ``score_threshold`` may only be at or above the exported one (lower scores are not in the graph's output).
+        """
+        exported = self.score_threshold
+        if score_threshold is not None and exported is not None and score_threshold < exported:
+            raise ValueError(
+                f"{self.path} was exported with score threshold {exported}; export again with "
+                f"--score-threshold {score_threshold} to see lower scores"
+            )
+
+        def detect(batch: np.ndarray) -> list[dict[str, Any]]:
+            nchw = np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
+            step = self.batch or len(nchw)
+            parts = [self.run(nchw[i : i + step]) for i in range(0, len(nchw), step)]
+            boxes, scores, labels, counts = (np.concatenate(arrays) for arrays in zip(*parts))
+            results = []
+            for b, s, lab, n in zip(boxes, scores, labels, counts):
+                keep = slice(0, int(n))
+                found = {"boxes": torch.from_numpy(b[keep].copy()), "scores": torch.from_numpy(s[keep].copy()),
+                         "labels": torch.from_numpy(lab[keep].astype(np.int64))}  # fmt: skip
+                if score_threshold is not None:
+                    above = found["scores"] > score_threshold
+                    found = {key: value[above] for key, value in found.items()}
+                results.append(found)
+            return results
+
+        return predict_letterboxed(images, self.letterbox, self.class_names, detect)
+
+
+class OnnxPredictor(ExportedPredictor):
+    """An ONNX export run by onnxruntime on the CPU."""
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        """Args:
+        path: The ``.onnx`` file (its ``.onnx.json`` sidecar beside it).
+        threads: onnxruntime intra-op threads (default: onnxruntime's choice, the physical cores).
+        """
+        super().__init__(path)
+        try:
+            import onnxruntime
+        except ImportError as error:
+            raise ImportError("running ONNX models needs onnxruntime: pip install 'detkit[deploy]'") from error
+        options = onnxruntime.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = onnxruntime.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        except Exception as error:  # onnxruntime raises its own Fail / InvalidProtobuf types
+            raise ValueError(f"{self.path} is not a loadable ONNX model: {error}") from None
+
+    def run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        return tuple(self.session.run(None, {"images": images}))  # type: ignore[return-value]
+
+
+class TorchScriptPredictor(ExportedPredictor):
+    """A TorchScript export run by ``torch.jit`` (CPU)."""
+
+    def __init__(self, path: str | Path) -> None:
+        """Args:
+        path: The ``.torchscript`` file (its ``.torchscript.json`` sidecar beside it).
+        """
+        super().__init__(path)
+        import torchvision  # noqa: F401  registers torchvision::nms, which the graph calls
+
+        try:
+            self.module = torch.jit.load(str(self.path), map_location="cpu").eval()
+        except RuntimeError as error:
+            raise ValueError(f"{self.path} is not a loadable TorchScript model: {error}") from None
+
+    @torch.inference_mode()
+    def run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        return tuple(t.numpy() for t in self.module(torch.from_numpy(images)))  # type: ignore[return-value]
