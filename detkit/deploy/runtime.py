@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -104,7 +105,8 @@ class OnnxPredictor(ExportedPredictor):
 
 
 class TorchScriptPredictor(ExportedPredictor):
-    """A TorchScript export run by ``torch.jit`` (CPU)."""
+    """A TorchScript export run by ``torch.jit`` (CPU). torch marks TorchScript deprecated (its
+    ``FutureWarning`` on load is silenced here); ONNX is the export to build on."""
 
     def __init__(self, path: str | Path) -> None:
         """Args:
@@ -114,7 +116,9 @@ class TorchScriptPredictor(ExportedPredictor):
         import torchvision  # noqa: F401  registers torchvision::nms, which the graph calls
 
         try:
-            self.module = torch.jit.load(str(self.path), map_location="cpu").eval()
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*torch.jit.load.* is deprecated", category=FutureWarning)
+                self.module = torch.jit.load(str(self.path), map_location="cpu").eval()
         except RuntimeError as error:
             raise ValueError(f"{self.path} is not a loadable TorchScript model: {error}") from None
 

@@ -70,3 +70,12 @@ def trained_tiny_shapes(steps: int = 1000, size: int = 96, max_shapes: int = 2) 
     module = tiny_module(lr=0.004, warmup_steps=20)
     cpu_trainer(None, max_steps=steps, limit_val_batches=0, enable_checkpointing=False).fit(module, loader)
     return module.eval()
+
+
+def write_checkpoint(module: DetectionModule, path: Any, input_size: int = 96, pad_multiple: int = 32) -> Any:
+    """Save ``module`` as ``detkit fit`` would (weights + the ``detkit`` block) without a Trainer."""
+    checkpoint: dict[str, Any] = {"state_dict": module.state_dict()}
+    module.on_save_checkpoint(checkpoint)
+    checkpoint["detkit"].update(input_size=input_size, pad_multiple=pad_multiple)
+    torch.save(checkpoint, path)
+    return path
