@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from detkit.models.backbones import Backbone, FeatureInfo
 from detkit.models.heads.base import DenseHead
 from detkit.models.necks.base import Neck
+from detkit.models.reshape import reshape_layers
 from detkit.types import Detections, Target
 
 __all__ = ["Detector"]
@@ -40,6 +41,8 @@ class Detector(nn.Module):
         # Input size and memory layout
         pad_to_stride: bool = True,
         channels_last: bool = True,
+        # Structured pruning
+        pruned: dict[str, list[int]] | None = None,
     ) -> None:
         """Build the detector.
 
@@ -57,6 +60,9 @@ class Detector(nn.Module):
                 cells, as format-1 checkpoints did).
             channels_last: Keep weights and activations in NHWC (``torch.channels_last``), which
                 oneDNN on CPUs and cuDNN with mixed precision run faster.
+            pruned: Channel shapes of the layers that ``detkit prune`` made narrower, by module
+                name (see :func:`~detkit.models.reshape.layer_shapes`); the pruned checkpoint's
+                config carries it, so the same architecture is built to load or fine-tune it.
         """
         super().__init__()
         if num_classes < 1:
@@ -80,8 +86,23 @@ class Detector(nn.Module):
         self.register_buffer("image_std", std, persistent=False)
         self.pad_to_stride = pad_to_stride
         self.channels_last = channels_last
+        if pruned:
+            self._apply_pruned_shapes(pruned)
         if channels_last:
             self.to(memory_format=torch.channels_last)
+
+    def _apply_pruned_shapes(self, pruned: dict[str, list[int]]) -> None:
+        """Rebuild the layers named in ``pruned`` narrower; ``feature_info`` then reports the pruned widths."""
+        reshape_layers(self, pruned)
+        side = self.stride * 2
+        was_training = self.training
+        self.eval()  # the probe must not move BatchNorm statistics
+        with torch.no_grad():
+            maps = self.backbone(torch.zeros(1, 3, side, side, device=self.image_mean.device))
+            self.backbone.feature_info = [FeatureInfo(m.shape[1], f.stride) for m, f in zip(maps, self.backbone.feature_info)]
+            levels = self.neck(maps)
+            self.neck.feature_info = [FeatureInfo(m.shape[1], f.stride) for m, f in zip(levels, self.neck.feature_info)]
+        self.train(was_training)
 
     @property
     def feature_info(self) -> list[FeatureInfo]:

@@ -105,6 +105,11 @@ class DenseHead(nn.Module, abc.ABC):
             came from.
         """
 
+    def prediction_layers(self) -> list[nn.Module]:
+        """The layers whose outputs are the task's (class logits, box outputs): pruning keeps their
+        output channels. Heads that can be pruned override this."""
+        raise NotImplementedError(f"{type(self).__name__} does not name its prediction layers, so it cannot be pruned")
+
     def predict_padded(
         self,
         outputs: dict[str, Tensor],

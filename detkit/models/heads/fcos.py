@@ -175,3 +175,7 @@ class FCOSHead(DenseHead):
         return self.decoder.padded(
             outputs["cls_logits"], outputs["ltrb"], outputs["quality_logits"], outputs["points"], level_sizes, image_size, score_threshold
         )
+
+    def prediction_layers(self) -> list[nn.Module]:
+        """Class, box and quality prediction convolutions (see :meth:`DenseHead.prediction_layers`)."""
+        return [self.cls_logits, self.box_reg, self.quality_logits]

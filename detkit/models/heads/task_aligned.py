@@ -229,3 +229,7 @@ class TaskAlignedHead(DenseHead):
         return self.decoder.padded(
             outputs["cls_logits"], outputs["ltrb"], None, outputs["points"], level_sizes, image_size, score_threshold
         )
+
+    def prediction_layers(self) -> list[nn.Module]:
+        """Class and box-distribution prediction convolutions (see :meth:`DenseHead.prediction_layers`)."""
+        return [*self.cls_preds, *self.box_preds]

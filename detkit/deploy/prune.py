@@ -1,0 +1,93 @@
+"""Structured channel pruning of a trained detector (Torch-Pruning), saved as a checkpoint that loads and fine-tunes."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from detkit.checkpoints import migrate_checkpoint, read_checkpoint
+from detkit.inference import instantiate_detector
+from detkit.models import Detector
+from detkit.models.reshape import layer_shapes
+
+__all__ = ["prune_checkpoint", "prune_detector"]
+
+
+def prune_detector(detector: Detector, ratio: float, side: int) -> dict[str, list[int]]:
+    """Remove the ``ratio`` least important channels (L2 magnitude of each dependency group) of every
+    prunable group of ``detector``, in place; returns the changed layers' shapes (the ``pruned``
+    argument of :class:`~detkit.models.Detector`).
+
+    Torch-Pruning's dependency graph (traced on an ``S x S`` input) keeps coupled layers consistent:
+    FPN lateral/output convolutions that are added together, the head's towers shared across
+    levels, depthwise convolutions, BatchNorm / FrozenBatchNorm / GroupNorm after a convolution
+    (GroupNorm keeps its groups: each loses the same number of channels, so a 64-channel
+    GroupNorm of 32 groups can only go to 32 channels). The head's prediction layers keep their
+    outputs (classes, box sides).
+    """
+    try:
+        import torch_pruning as tp
+    except ImportError as error:
+        raise ImportError("pruning needs Torch-Pruning: pip install 'detkit[deploy]'") from error
+    if not 0.0 < ratio < 1.0:
+        raise ValueError(f"ratio must be in (0, 1), got {ratio}")
+    before = layer_shapes(detector)
+    shapes_of_others = {n: p.shape for n, p in detector.named_parameters()}
+    detector.eval()
+    example = torch.rand(1, 3, side, side, device=next(detector.parameters()).device)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Torch-Pruning's notes on parameters outside layers (FCOS scales)
+        pruner = tp.pruner.MetaPruner(
+            detector, example, importance=tp.importance.GroupMagnitudeImportance(p=2), pruning_ratio=ratio,
+            ignored_layers=detector.head.prediction_layers(),
+        )  # fmt: skip
+        pruner.step()
+    after = layer_shapes(detector)
+    layer_params = {f"{name}.{p}" for name in after for p in ("weight", "bias")}
+    moved = [n for n, p in detector.named_parameters() if n not in layer_params and p.shape != shapes_of_others[n]]
+    if moved:
+        raise RuntimeError(f"pruning changed parameters outside convolution/normalisation layers: {moved}")
+    return {name: shape for name, shape in after.items() if shape != before[name]}
+
+
+def prune_checkpoint(ckpt_path: str | Path, out_path: str | Path, ratio: float) -> tuple[Path, dict[str, Any]]:
+    """Prune a ``detkit fit`` checkpoint and write the result as a new checkpoint.
+
+    The new checkpoint holds the pruned weights (EMA-averaged ones, if the run kept an average,
+    are what the checkpoint's ``detector.`` weights are) and a detector config whose ``pruned``
+    argument rebuilds the narrower layers, so :func:`~detkit.inference.load_detector` loads it and
+    ``detkit fit ... --model.init_weights OUT`` fine-tunes it (with that detector config). Optimizer
+    and loop states are dropped: it starts a new run, it does not resume one.
+
+    Returns:
+        ``(out_path, detector config)``.
+    """
+    ckpt_path, out_path = Path(ckpt_path), Path(out_path)
+    checkpoint = migrate_checkpoint(read_checkpoint(ckpt_path))
+    meta = checkpoint["detkit"]
+    if meta.get("detector") is None:
+        raise ValueError(f"{ckpt_path} has no detector config to rebuild the pruned detector from")
+    detector = instantiate_detector(meta["detector"], meta["num_classes"], pretrained_backbone=False)
+    state = {k.removeprefix("detector."): v for k, v in checkpoint["state_dict"].items() if k.startswith("detector.")}
+    detector.load_state_dict(state)
+    side = -(-int(meta["input_size"]) // int(meta.get("pad_multiple", 32))) * int(meta.get("pad_multiple", 32))
+    pruned = prune_detector(detector, ratio, side)
+    config = copy.deepcopy(meta["detector"])
+    previous = config["init_args"].get("pruned") or {}
+    config["init_args"]["pruned"] = {**previous, **pruned}
+    out = {
+        "state_dict": {f"detector.{k}": v for k, v in detector.state_dict().items()},
+        "detkit": {**meta, "detector": config, "pruned_from": str(ckpt_path), "pruning_ratio": ratio},
+    }
+    for key in ("pytorch-lightning_version", "hyper_parameters"):
+        if key in checkpoint:
+            out[key] = checkpoint[key]
+    if isinstance(out.get("hyper_parameters"), dict) and "detector" in out["hyper_parameters"]:
+        out["hyper_parameters"] = {**out["hyper_parameters"], "detector": config}
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(out, out_path)
+    return out_path, config

@@ -1,0 +1,62 @@
+"""Tests for detkit.deploy.prune and detkit prune: channels physically removed, checkpoint loads, exports and fine-tunes."""
+
+import pytest
+import torch
+import yaml
+from tiny import SHAPE_NAMES, cpu_trainer, shapes_loader, tiny_module, write_checkpoint
+
+from detkit.commands import main as detkit_main
+from detkit.inference import load_detector
+from detkit.models.reshape import layer_shapes
+
+pytest.importorskip("torch_pruning")
+
+
+def _params(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("head", ["detkit.models.FCOSHead", "detkit.models.TaskAlignedHead"])
+def test_prune_removes_channels_and_the_checkpoint_loads_exports_and_fine_tunes(tmp_path, capsys, head):
+    detector = {"class_path": "detkit.models.Detector", "init_args": {
+        "backbone": {"class_path": "detkit.models.PlainConvBackbone", "init_args": {"widths": [16, 32, 64, 96, 128]}},
+        "neck": {"class_path": "detkit.models.FPN", "init_args": {"out_channels": 64, "extra_levels": 1}},
+        "head": {"class_path": head, "init_args": {"num_convs": 2}}}}  # fmt: skip
+    module = tiny_module(detector=detector)
+    ckpt = write_checkpoint(module, tmp_path / "best.ckpt", input_size=96, pad_multiple=64)
+    assert detkit_main(["prune", "--ckpt_path", str(ckpt), "--ratio", "0.5"]) == 0
+    pruned_ckpt, recipe = tmp_path / "pruned_0.5.ckpt", tmp_path / "pruned_0.5.yaml"
+    assert "fine-tune with: detkit fit" in capsys.readouterr().out
+    original, pruned = load_detector(ckpt), load_detector(pruned_ckpt)
+    assert pruned.class_names == SHAPE_NAMES and pruned.input_size == 96 and pruned.pad_multiple == 64
+    assert _params(pruned.detector) < 0.4 * _params(original.detector)  # widths halved: ~1/4 of the weights
+    shapes = layer_shapes(pruned.detector)
+    assert shapes["backbone.stages.3.1.conv"] == [64, 64, 1]  # 128 -> 64 out channels
+    assert all(f.channels == 32 for f in pruned.detector.feature_info)  # FPN 64 -> 32, every level alike
+    for layer in pruned.detector.head.prediction_layers():  # classes and box outputs kept
+        assert layer.out_channels == next(m for n, m in original.detector.named_modules() if m is not None
+                                          and n == _name(pruned.detector, layer)).out_channels  # fmt: skip
+    images = torch.rand(2, 3, 96, 96)
+    assert all(len(d["scores"]) > 0 for d in pruned.detector.predict_batch(images, score_threshold=0.0))
+    # The yaml rebuilds the pruned detector; fitting from init_weights starts from the pruned weights.
+    config = yaml.safe_load(recipe.read_text())["model"]
+    assert config["init_weights"] == str(pruned_ckpt)
+    fine = tiny_module(detector=config["detector"], init_weights=config["init_weights"], optimizer="torch.optim.SGD", lr=0.0)
+    cpu_trainer(tmp_path, max_steps=1, limit_val_batches=0, enable_checkpointing=False).fit(fine, shapes_loader(2, size=96))
+    for key, value in pruned.detector.state_dict().items():
+        if value.is_floating_point() and "running" not in key:
+            assert torch.equal(fine.detector.state_dict()[key], value), key
+
+
+def _name(model, layer) -> str:
+    return next(n for n, m in model.named_modules() if m is layer)
+
+
+def test_prune_refuses_bad_input(tmp_path, capsys):
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {}}, foreign)
+    assert detkit_main(["prune", "--ckpt_path", str(foreign), "--ratio", "0.5"]) == 2
+    assert "foreign.ckpt" in capsys.readouterr().err
+    ckpt = write_checkpoint(tiny_module(), tmp_path / "ok.ckpt")
+    assert detkit_main(["prune", "--ckpt_path", str(ckpt), "--ratio", "1.5"]) == 2
+    assert "ratio must be in (0, 1)" in capsys.readouterr().err
