@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torchvision.ops.misc import FrozenBatchNorm2d
 
 from detkit.checkpoints import migrate_checkpoint, read_checkpoint
 from detkit.inference import instantiate_detector
@@ -15,6 +16,27 @@ from detkit.models import Detector
 from detkit.models.reshape import layer_shapes
 
 __all__ = ["prune_checkpoint", "prune_detector"]
+
+
+def _frozen_batch_norm_pruner(tp: Any) -> Any:
+    """Torch-Pruning handler for torchvision's ``FrozenBatchNorm2d`` (its four buffers follow the
+    channels of the convolution before it); Torch-Pruning knows only ``nn`` norms."""
+
+    class FrozenBatchNormPruner(tp.pruner.BasePruningFunc):
+        def prune_out_channels(self, layer: FrozenBatchNorm2d, idxs: list) -> FrozenBatchNorm2d:
+            keep = sorted(set(range(layer.weight.shape[0])) - set(idxs))
+            for name in ("weight", "bias", "running_mean", "running_var"):
+                setattr(layer, name, getattr(layer, name)[keep].clone())
+            return layer
+
+        prune_in_channels = prune_out_channels
+
+        def get_out_channels(self, layer: FrozenBatchNorm2d) -> int:
+            return layer.weight.shape[0]
+
+        get_in_channels = get_out_channels
+
+    return FrozenBatchNormPruner()
 
 
 def prune_detector(detector: Detector, ratio: float, side: int) -> dict[str, list[int]]:
@@ -44,6 +66,7 @@ def prune_detector(detector: Detector, ratio: float, side: int) -> dict[str, lis
         pruner = tp.pruner.MetaPruner(
             detector, example, importance=tp.importance.GroupMagnitudeImportance(p=2), pruning_ratio=ratio,
             ignored_layers=detector.head.prediction_layers(),
+            customized_pruners={FrozenBatchNorm2d: _frozen_batch_norm_pruner(tp)},
         )  # fmt: skip
         pruner.step()
     after = layer_shapes(detector)

@@ -60,3 +60,27 @@ def test_prune_refuses_bad_input(tmp_path, capsys):
     ckpt = write_checkpoint(tiny_module(), tmp_path / "ok.ckpt")
     assert detkit_main(["prune", "--ckpt_path", str(ckpt), "--ratio", "1.5"]) == 2
     assert "ratio must be in (0, 1)" in capsys.readouterr().err
+
+
+def test_pruned_shapes_rebuild_a_frozen_batchnorm_mobilenet_exactly():
+    """FrozenBatchNorm2d (ImageNet fine-tuning) is pruned with its convolution, and ``pruned=`` rebuilds the model."""
+    from functools import partial
+
+    from detkit.deploy import prune_detector
+    from detkit.models import FPN, Detector, MobileNetV2Backbone, TaskAlignedHead
+
+    def build(pruned=None):
+        torch.manual_seed(0)
+        return Detector(1, MobileNetV2Backbone(weights=None, freeze_norm=True, frozen_stages=2),
+                        neck=partial(FPN, out_channels=64, extra_levels=1),
+                        head=partial(TaskAlignedHead, num_convs=2, norm="group"), pruned=pruned).eval()  # fmt: skip
+
+    detector = build()
+    before = _params(detector)
+    pruned = prune_detector(detector, 0.5, 128)
+    assert _params(detector) < 0.4 * before
+    assert any(name.endswith("norm") or ".1" in name for name in pruned)  # norms narrowed with their convs
+    rebuilt = build(pruned)
+    rebuilt.load_state_dict(detector.state_dict())  # strict: every shape matches
+    images = torch.rand(2, 3, 128, 128)
+    assert torch.allclose(rebuilt(images)["cls_logits"], detector(images)["cls_logits"], atol=1e-5)

@@ -1,0 +1,197 @@
+"""Deployment table: one row per variant (PyTorch, TorchScript, ONNX fp32/int8, pruned + fine-tuned) with mAP, latency, size, FLOPs.
+
+    python -m tools.deploy_report measure --name shapes --config configs/shapes.yaml \\
+        --ckpt runs/deploy/shapes/checkpoints/best.ckpt --out runs/deploy/shapes_report
+    python -m tools.deploy_report render runs/deploy/*_report/report.json \\
+        --markdown docs/deployment.md --pareto docs/deploy_pareto.png
+
+``measure`` exports the checkpoint (ONNX with a dynamic batch, TorchScript, int8 calibrated on the
+training split), prunes it at each ``--ratios`` with ``detkit prune``, fine-tunes each pruned model
+with ``detkit fit`` for ``--finetune-epochs`` and exports those too; every variant is scored on the
+test split exactly as ``detkit test`` scores (same loader, letterbox and evaluator) and timed on one
+letterboxed test image (network, decoding and NMS; reading and letterboxing not included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from detkit.cli import build_data
+from detkit.deploy import OnnxPredictor, TorchScriptPredictor, export_model
+from detkit.commands.prune import main as prune_main
+from detkit.deploy.quantize import quantize_int8
+from detkit.inference import load_detector
+from tools.accuracy_measure import cpu_description, run_logged
+from tools.deploy_measure import detect_fn, detector_gflops, file_mb, speed, state_dict_mb, test_map
+
+
+def _row(name: str, model: Any, datamodule: Any, image: torch.Tensor, side: int, size_mb: float, gflops: float) -> dict[str, Any]:
+    detect = detect_fn(model)
+    row = {"variant": name, **test_map(detect, datamodule), **speed(detect, side, image), "size_mb": size_mb, "gflops": gflops}
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def _exported_rows(prefix: str, ckpt: Path, out: Path, args: argparse.Namespace, datamodule: Any, image: torch.Tensor,
+                   calibration: list, torchscript: bool = False) -> list[dict[str, Any]]:  # fmt: skip
+    model = load_detector(ckpt)
+    side = model.letterbox.padded_size
+    gflops = detector_gflops(model, side)
+    rows = []
+    if torchscript:
+        rows.append(_row(f"{prefix}PyTorch fp32", model, datamodule, image, side, state_dict_mb(model), gflops))
+        path = export_model(model, out / "model.torchscript", "torchscript")
+        rows.append(_row(f"{prefix}TorchScript fp32", TorchScriptPredictor(path), datamodule, image, side, file_mb(path), gflops))
+    onnx = export_model(model, out / "model.onnx", "onnx", dynamic_batch=True)
+    rows.append(_row(f"{prefix}ONNX fp32", OnnxPredictor(onnx, args.threads), datamodule, image, side, file_mb(onnx), gflops))
+    int8 = quantize_int8(onnx, out / "model.int8.onnx", calibration)
+    rows.append(_row(f"{prefix}ONNX int8", OnnxPredictor(int8, args.threads), datamodule, image, side, file_mb(int8), gflops))
+    return rows
+
+
+def _yolo_row(args: argparse.Namespace, out: Path, image: torch.Tensor, side: int) -> dict[str, Any] | None:
+    """Ultralytics' own ONNX export (with its NMS) of the YOLO11n that tools/accuracy.py trained, timed here."""
+    if not (args.yolo_python and args.yolo_weights and Path(args.yolo_python).exists()):
+        return None
+    code = (f"from ultralytics import YOLO; print(YOLO({args.yolo_weights!r}).export(format='onnx', imgsz={side}, "
+            "nms=True, dynamic=True, batch=8))")  # fmt: skip
+    log = out / "yolo_export.log"
+    run_logged([args.yolo_python, "-c", code], log, env={"YOLO_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+    path = Path(log.read_text().strip().splitlines()[-1].strip())
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = args.threads
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    result = json.loads(Path(args.yolo_result).read_text()) if args.yolo_result else {}
+    detect = lambda images: session.run(None, {name: images.numpy()})  # noqa: E731
+    row = {"variant": "Ultralytics YOLO11n ONNX (own exporter, NMS inside)", "map": result.get("map"),
+           "map_50": result.get("map_50"), **speed(detect, side, image), "size_mb": file_mb(path),
+           "gflops": None, "note": "mAP of its PyTorch weights (tools/accuracy.py), timed as ONNX"}  # fmt: skip
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def measure(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    config = [f"--config={path}" for path in args.config]
+    datamodule = build_data(config, ckpt_path=args.ckpt)
+    datamodule.setup("test")
+    letterbox = load_detector(args.ckpt).letterbox
+    side = letterbox.padded_size
+    padded, _ = letterbox(datamodule.reader("test")[0][0])
+    image = torch.from_numpy(padded).permute(2, 0, 1).float() / 255.0
+    train = datamodule.reader("train")
+    step = max(1, len(train) // args.calib_count)
+    calibration = [train[i][0] for i in range(0, len(train), step)][: args.calib_count]
+    rows = _exported_rows("", Path(args.ckpt), out / "fp32", args, datamodule, image, calibration, torchscript=True)
+    for ratio in args.ratios:
+        pruned = out / f"pruned_{ratio:g}" / "pruned.ckpt"
+        if prune_main(["--ckpt_path", str(args.ckpt), "--ratio", str(ratio), "--out", str(pruned)]) != 0:
+            raise RuntimeError(f"detkit prune failed on {args.ckpt}")
+        model = load_detector(pruned)
+        onnx = export_model(model, out / f"pruned_{ratio:g}" / "model.onnx", "onnx", dynamic_batch=True)
+        rows.append(_row(f"pruned {ratio:.0%}, no fine-tune, ONNX fp32", OnnxPredictor(onnx, args.threads), datamodule,
+                         image, side, file_mb(onnx), detector_gflops(model, side)))  # fmt: skip
+        run_dir = out / f"pruned_{ratio:g}" / "finetune"
+        wall = run_logged([sys.executable, "-m", "detkit", "fit", *config, f"--config={pruned.with_suffix('.yaml')}",
+                           f"--trainer.max_epochs={args.finetune_epochs}", f"--trainer.default_root_dir={run_dir}",
+                           f"--model.optimizer.init_args.lr={args.finetune_lr}", "--trainer.enable_progress_bar=false"],
+                          run_dir.with_suffix(".log"))  # fmt: skip
+        tuned = run_dir / "checkpoints" / "last.ckpt"
+        prefix = f"pruned {ratio:.0%} + fine-tune {args.finetune_epochs} ep ({wall:.0f} s), "
+        rows += _exported_rows(prefix, tuned, out / f"pruned_{ratio:g}" / "export", args, datamodule, image, calibration)
+    yolo = _yolo_row(args, out, image, side)
+    rows += [yolo] if yolo else []
+    report = {"name": args.name, "ckpt": str(args.ckpt), "config": args.config, "side": side, "threads": args.threads,
+              "cpu": cpu_description(), "rows": rows}  # fmt: skip
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    print(render_table(report))
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def render_table(report: dict[str, Any]) -> str:
+    base = next(r for r in report["rows"] if r["variant"] == "ONNX fp32")
+    lines = [f"**{report['name']}** ({report['side']} px letterbox, test split; {report['threads']} threads)", "",
+             "| variant | mAP | mAP50 | latency bs1 ms | vs ONNX fp32 | throughput bs8 img/s | size MB | GFLOPs |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for r in report["rows"]:
+        ratio = base["latency_ms"] / r["latency_ms"]
+        lines.append(f"| {r['variant']} | {_fmt(r['map'], '.3f')} | {_fmt(r['map_50'], '.3f')} | {r['latency_ms']:.1f} | "
+                     f"{ratio:.2f}x | {r['throughput']:.1f} | {r['size_mb']:.2f} | {_fmt(r['gflops'], '.2f')} |")  # fmt: skip
+    notes = [r["note"] for r in report["rows"] if r.get("note")]
+    return "\n".join(lines + ([""] + [f"{r['variant']}: {r['note']}." for r in report["rows"] if r.get("note")] if notes else []))
+
+
+def render(args: argparse.Namespace) -> None:
+    reports = [json.loads(Path(p).read_text()) for p in args.reports]
+    cpu = reports[0]["cpu"]
+    flags = " ".join(f for f in cpu["flags"].split() if f.startswith(("avx", "amx")))
+    text = [f"CPU: {cpu['model']} ({cpu['cores']} cores; {flags}); torch {cpu['torch']}.", ""]
+    text += [render_table(report) + "\n" for report in reports]
+    print("\n".join(text))
+    if args.markdown:
+        marker = "<!-- deploy table -->"
+        doc = Path(args.markdown)
+        head = doc.read_text().split(marker)[0] if doc.exists() else ""
+        doc.write_text(head + marker + "\n\n" + "\n".join(text))
+    if args.pareto:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from matplotlib import pyplot as plt
+
+        fig, axes = plt.subplots(1, len(reports), figsize=(6.5 * len(reports), 4.8), squeeze=False)
+        for ax, report in zip(axes[0], reports):
+            for row in report["rows"]:
+                if row["map"] is None:
+                    continue
+                ax.scatter(row["latency_ms"], row["map"], s=40)
+                ax.annotate(row["variant"].replace(" fine-tune", " ft").split(" (")[0] + ("" if "(" not in row["variant"] else ", " + row["variant"].split("), ")[-1]),
+                            (row["latency_ms"], row["map"]), fontsize=7, xytext=(4, 2), textcoords="offset points")  # fmt: skip
+            ax.set_xlabel(f"latency, batch 1, ms ({report['threads']} threads)")
+            ax.set_ylabel("COCO mAP (test split)")
+            ax.set_title(f"{report['name']} ({report['side']} px)")
+            ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(args.pareto, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    m = sub.add_parser("measure")
+    m.add_argument("--name", required=True)
+    m.add_argument("--config", nargs="+", required=True, help="the run's config files (data + model)")
+    m.add_argument("--ckpt", required=True)
+    m.add_argument("--out", required=True)
+    m.add_argument("--ratios", type=float, nargs="*", default=[0.3, 0.5])
+    m.add_argument("--finetune-epochs", type=int, default=5)
+    m.add_argument("--finetune-lr", type=float, default=0.001)
+    m.add_argument("--threads", type=int, default=2)
+    m.add_argument("--calib-count", type=int, default=100)
+    m.add_argument("--yolo-python", help="python of a venv with ultralytics (../shared/PEERS.md)")
+    m.add_argument("--yolo-weights", help="YOLO11n weights trained by tools/accuracy.py")
+    m.add_argument("--yolo-result", help="its result.json (mAP of the PyTorch weights)")
+    r = sub.add_parser("render")
+    r.add_argument("reports", nargs="+")
+    r.add_argument("--markdown")
+    r.add_argument("--pareto")
+    args = parser.parse_args()
+    measure(args) if args.command == "measure" else render(args)
+
+
+if __name__ == "__main__":
+    main()
