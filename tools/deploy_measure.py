@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 
 from detkit.data import DetectionDataModule
@@ -22,21 +21,7 @@ Detect = Callable[[torch.Tensor], list[dict[str, torch.Tensor]]]
 
 def detect_fn(model: Any) -> Detect:
     """``float [B, 3, S, S]`` letterboxed images in ``[0, 1]`` -> detections in input pixels, for any predictor."""
-    if isinstance(model, Predictor):
-        return lambda images: model.detector.predict_batch(images)
-
-    def exported(images: torch.Tensor) -> list[dict[str, torch.Tensor]]:
-        uint8 = (images * 255).round().to(torch.uint8).numpy()  # the loader's images are uint8 / 255: exact
-        step = model.batch or len(uint8)
-        outs = [model.run(uint8[i : i + step]) for i in range(0, len(uint8), step)]
-        boxes, scores, labels, counts = (np.concatenate(parts) for parts in zip(*outs))
-        return [
-            {"boxes": torch.from_numpy(b[:n].copy()), "scores": torch.from_numpy(s[:n].copy()),
-             "labels": torch.from_numpy(lab[:n].astype(np.int64))}
-            for b, s, lab, n in zip(boxes, scores, labels, counts.tolist())
-        ]  # fmt: skip
-
-    return exported
+    return model.detector.predict_batch if isinstance(model, Predictor) else model.predict_batch
 
 
 def test_map(detect: Detect, datamodule: DetectionDataModule) -> dict[str, float]:

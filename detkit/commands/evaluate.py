@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
 
 from detkit.evaluation.cocoeval import evaluate_coco
 from detkit.evaluation.cocojson import (
@@ -36,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--gt", type=Path, help="COCO instances json (ground truth)")
     parser.add_argument("--dt", type=Path, help="COCO results json (detections) to evaluate against --gt")
-    parser.add_argument("--ckpt_path", type=Path, help="detkit checkpoint to run on the test split instead")
+    parser.add_argument("--ckpt_path", type=Path, help="detkit checkpoint (or detkit export: .onnx, .torchscript) to run on the test split instead")
     parser.add_argument("--config", type=Path, action="append", default=[],
                         help="YAML whose data: block describes the data (with --ckpt_path; repeatable, later files win)")  # fmt: skip
     parser.add_argument("--out", type=Path, help="folder for the report files")
@@ -89,19 +88,24 @@ def evaluate_checkpoint(
 
     from detkit.cli import build_data
     from detkit.evaluation import CocoEvaluator
-    from detkit.inference import load_detector
+    from detkit.inference import Predictor, load_detector
     from detkit.module import to_original_pixels
 
     predictor = load_detector(ckpt_path, device=device)
     args = [f"--config={path}" for path in configs] + data_overrides
-    datamodule = build_data(args, ckpt_path=ckpt_path)
+    if isinstance(predictor, Predictor):
+        datamodule = build_data(args, ckpt_path=ckpt_path)
+        detect = predictor.detector.predict_batch
+    else:  # an export (.onnx, .torchscript): its sidecar gives the letterbox
+        datamodule = build_data([*args, f"--data.input_size={predictor.input_size}", f"--data.pad_multiple={predictor.pad_multiple}"])
+        detect = predictor.predict_batch
     if list(predictor.class_names) != list(datamodule.class_names):
         raise ValueError(f"{ckpt_path} was trained on classes {predictor.class_names}, the data has {datamodule.class_names}")
     datamodule.setup("test")
     evaluator = CocoEvaluator()
     with torch.inference_mode():
         for images, targets in datamodule.test_dataloader():
-            found = predictor.detector.predict_batch(images.to(predictor.device))
+            found = detect(images.to(getattr(predictor, "device", "cpu")))
             found = [{k: v.cpu() for k, v in d.items()} for d in found]
             evaluator.update(*to_original_pixels(found, targets))
     return evaluator.coco_inputs(datamodule.class_names, datamodule.category_ids)

@@ -46,6 +46,34 @@ class ExportedPredictor:
         """The graph on ``uint8 [B, 3, S, S]``: ``(boxes, scores, labels, num_detections)``."""
         raise NotImplementedError
 
+    def detect(self, images: np.ndarray, score_threshold: float | None = None) -> list[dict[str, torch.Tensor]]:
+        """Detections in letterboxed pixels for ``uint8 [B, 3, S, S]`` letterboxed images (run in
+        slices of the graph's batch when it is fixed): ``boxes``, ``scores``, ``labels`` per image."""
+        exported = self.score_threshold
+        if score_threshold is not None and exported is not None and score_threshold < exported:
+            raise ValueError(
+                f"{self.path} was exported with score threshold {exported}; export again with "
+                f"--score-threshold {score_threshold} to see lower scores"
+            )
+        step = self.batch or len(images)
+        parts = [self.run(np.ascontiguousarray(images[i : i + step])) for i in range(0, len(images), step)]
+        boxes, scores, labels, counts = (np.concatenate(arrays) for arrays in zip(*parts))
+        results = []
+        for b, s, lab, n in zip(boxes, scores, labels, counts.tolist()):
+            found = {"boxes": torch.from_numpy(b[:n].copy()), "scores": torch.from_numpy(s[:n].copy()),
+                     "labels": torch.from_numpy(lab[:n].astype(np.int64))}  # fmt: skip
+            if score_threshold is not None:
+                above = found["scores"] > score_threshold
+                found = {key: value[above] for key, value in found.items()}
+            results.append(found)
+        return results
+
+    def predict_batch(self, images: torch.Tensor, score_threshold: float | None = None) -> list[dict[str, torch.Tensor]]:
+        """:meth:`detect` for letterboxed ``float [B, 3, S, S]`` images in ``[0, 1]`` (what the data
+        loaders give; they are uint8 / 255, so the conversion back is exact)."""
+        uint8 = (images.detach().cpu() * 255).round().clamp(0, 255).to(torch.uint8).numpy()
+        return self.detect(uint8, score_threshold)
+
     def predict(
         self, images: ImageInput | Sequence[ImageInput], score_threshold: float | None = None
     ) -> list[dict[str, Any]]:
@@ -53,29 +81,7 @@ class ExportedPredictor:
 
         ``score_threshold`` may only be at or above the exported one (lower scores are not in the graph's output).
         """
-        exported = self.score_threshold
-        if score_threshold is not None and exported is not None and score_threshold < exported:
-            raise ValueError(
-                f"{self.path} was exported with score threshold {exported}; export again with "
-                f"--score-threshold {score_threshold} to see lower scores"
-            )
-
-        def detect(batch: np.ndarray) -> list[dict[str, Any]]:
-            nchw = np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
-            step = self.batch or len(nchw)
-            parts = [self.run(nchw[i : i + step]) for i in range(0, len(nchw), step)]
-            boxes, scores, labels, counts = (np.concatenate(arrays) for arrays in zip(*parts))
-            results = []
-            for b, s, lab, n in zip(boxes, scores, labels, counts):
-                keep = slice(0, int(n))
-                found = {"boxes": torch.from_numpy(b[keep].copy()), "scores": torch.from_numpy(s[keep].copy()),
-                         "labels": torch.from_numpy(lab[keep].astype(np.int64))}  # fmt: skip
-                if score_threshold is not None:
-                    above = found["scores"] > score_threshold
-                    found = {key: value[above] for key, value in found.items()}
-                results.append(found)
-            return results
-
+        detect = lambda batch: self.detect(batch.transpose(0, 3, 1, 2), score_threshold)  # noqa: E731  NHWC -> NCHW
         return predict_letterboxed(images, self.letterbox, self.class_names, detect)
 
 

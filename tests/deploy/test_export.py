@@ -146,3 +146,26 @@ def test_export_command_names_a_bad_checkpoint(tmp_path, capsys):
         assert detkit_main(["export", "--ckpt_path", str(path)]) == 2
         assert path.name in capsys.readouterr().err
     assert not (tmp_path / "export").exists()
+
+
+def test_detkit_evaluate_scores_an_onnx_export_as_its_checkpoint(trained_shapes_module, tmp_path, capsys):
+    import json
+
+    import yaml
+    from tiny import TINY_DETECTOR
+
+    from detkit.commands.evaluate import main as evaluate_main
+
+    ckpt = write_checkpoint(trained_shapes_module, tmp_path / "best.ckpt")
+    model = load_detector(ckpt)
+    onnx_path = export_model(model, tmp_path / "m.onnx", dynamic_batch=True)
+    shapes = lambda n, seed: {"class_path": "detkit.data.ShapesReader", "init_args": {"num_images": n, "seed": seed, "max_shapes": 2}}  # noqa: E731
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"model": {"detector": TINY_DETECTOR}, "data": {
+        "train": shapes(1, 0), "val": shapes(1, 1), "test": shapes(12, 99), "input_size": 64, "batch_size": 4, "num_workers": 0}}))  # fmt: skip
+    stats = []
+    for path in (ckpt, onnx_path):  # the config says 64 px; both letterbox at their own 96
+        assert evaluate_main(["--ckpt_path", str(path), "--config", str(config)]) == 0
+        stats.append(json.loads(capsys.readouterr().out.strip().splitlines()[-1]))
+    assert stats[0]["map"] > 0.2
+    assert stats[1] == pytest.approx(stats[0], abs=1e-4)
