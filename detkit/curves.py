@@ -105,8 +105,11 @@ def draw_curves(per_step: Series, per_epoch: Series, smoothing: float = 0.6, tit
         if name in per_epoch:
             map_ax.plot(*per_epoch[name], marker="o", label=name)
     map_ax.set(title="val mAP (per epoch)", xlabel="epoch")
+    curves: dict[tuple, list[str]] = {}  # LearningRateMonitor logs a group once per scheduler: draw each curve once
     for name, (xs, ys) in sorted((k, v) for k, v in per_step.items() if k.startswith("lr-")):
-        lr_ax.plot(xs, ys, label=name)
+        curves.setdefault((tuple(xs), tuple(ys)), []).append(name)
+    for (xs, ys), names in curves.items():
+        lr_ax.plot(xs, ys, label=names[0] + (f" (= {len(names) - 1} more)" if len(names) > 1 else ""))
     lr_ax.set(title="learning rate", xlabel="step")
     empty = {loss_ax: "no train/loss logged", val_ax: "no validation logged", map_ax: "no validation logged",
              lr_ax: "no learning rate logged (add LearningRateMonitor)"}  # fmt: skip

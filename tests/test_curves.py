@@ -49,6 +49,11 @@ def test_plotted_series_are_the_csv_values(two_epoch_run):
     per_step, per_epoch = read_metrics(csv_path)
     figure = draw_curves(per_step, per_epoch, smoothing=0.6)
     lines = {line.get_label(): line for ax in figure.axes for line in ax.lines}
+    # Learning rates: each distinct curve drawn once, labelled by its first column and how many equal it.
+    rates = [label for label in lines if label.startswith("lr-")]
+    columns = [name for name in per_step if name.startswith("lr-")]
+    assert len(rates) == len({(tuple(per_step[c][0]), tuple(per_step[c][1])) for c in columns}) >= 1
+    lines["lr-AdamW/decay"] = lines[next(label for label in rates if label.startswith("lr-AdamW"))]
     checks = {"train/loss": "step", "train/loss_cls": "step", "val/loss": "epoch", "val/map": "epoch",
               "val/map_50": "epoch", "lr-AdamW/decay": "step"}  # fmt: skip
     for name, x in checks.items():

@@ -36,26 +36,26 @@ def test_map(detect: Detect, datamodule: DetectionDataModule) -> dict[str, float
     return {"map": stats["map"], "map_50": stats["map_50"]}
 
 
-def timed_ms(fn: Callable[[], Any], runs: int, warmup: int = 5) -> float:
-    """Median wall time of ``fn()`` over ``runs`` calls after ``warmup``, in milliseconds."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
-
-
-def speed(detect: Detect, side: int, image: torch.Tensor, runs: int = 50) -> dict[str, float]:
-    """Latency at batch 1 (median of ``runs``) and throughput at batch 8 (images/s, median of 10
-    batches) of the network with decoding and NMS, on one letterboxed test image (``[3, S, S]``)."""
+def interleaved_speed(detects: dict[str, Detect], image: torch.Tensor, runs: int = 100) -> dict[str, dict[str, float]]:
+    """Latency at batch 1 (median of ``runs`` calls) and throughput at batch 8 (images/s, median of
+    ``runs // 5`` batches) of each variant on one letterboxed test image ``[3, S, S]``: network,
+    decoding and NMS. Variants take turns call by call, so a noisy neighbour slows all alike."""
     one, eight = image[None], image[None].expand(8, -1, -1, -1).contiguous()
+    times: dict[str, dict[str, list[float]]] = {name: {"one": [], "eight": []} for name in detects}
     with torch.inference_mode():
-        latency = timed_ms(lambda: detect(one), runs)
-        batch_ms = timed_ms(lambda: detect(eight), 10, warmup=2)
-    return {"latency_ms": latency, "throughput": 8000.0 / batch_ms}
+        for batch, key, count in ((one, "one", runs), (eight, "eight", max(10, runs // 5))):
+            for detect in detects.values():
+                for _ in range(3):
+                    detect(batch)
+            for _ in range(count):
+                for name, detect in detects.items():
+                    start = time.perf_counter()
+                    detect(batch)
+                    times[name][key].append((time.perf_counter() - start) * 1000)
+    return {
+        name: {"latency_ms": statistics.median(t["one"]), "throughput": 8000.0 / statistics.median(t["eight"])}
+        for name, t in times.items()
+    }
 
 
 def detector_gflops(model: Predictor, side: int) -> float:

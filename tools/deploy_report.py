@@ -8,8 +8,9 @@
 ``measure`` exports the checkpoint (ONNX with a dynamic batch, TorchScript, int8 calibrated on the
 training split), prunes it at each ``--ratios`` with ``detkit prune``, fine-tunes each pruned model
 with ``detkit fit`` for ``--finetune-epochs`` and exports those too; every variant is scored on the
-test split exactly as ``detkit test`` scores (same loader, letterbox and evaluator) and timed on one
-letterboxed test image (network, decoding and NMS; reading and letterboxing not included).
+test split exactly as ``detkit test`` scores (same loader, letterbox and evaluator); then all are timed
+together, taking turns call by call, on one letterboxed test image (network, decoding and NMS;
+reading and letterboxing not included).
 """
 
 from __future__ import annotations
@@ -28,12 +29,15 @@ from detkit.commands.prune import main as prune_main
 from detkit.deploy.quantize import quantize_int8
 from detkit.inference import load_detector
 from tools.accuracy_measure import cpu_description, run_logged
-from tools.deploy_measure import detect_fn, detector_gflops, file_mb, speed, state_dict_mb, test_map
+from tools.deploy_measure import detect_fn, detector_gflops, file_mb, interleaved_speed, state_dict_mb, test_map
+
+
+DETECTS: dict[str, Any] = {}  # variant -> its detect function, timed together at the end
 
 
 def _row(name: str, model: Any, datamodule: Any, image: torch.Tensor, side: int, size_mb: float, gflops: float) -> dict[str, Any]:
-    detect = detect_fn(model)
-    row = {"variant": name, **test_map(detect, datamodule), **speed(detect, side, image), "size_mb": size_mb, "gflops": gflops}
+    DETECTS[name] = detect_fn(model)
+    row = {"variant": name, **test_map(DETECTS[name], datamodule), "size_mb": size_mb, "gflops": gflops}
     print(json.dumps(row), flush=True)
     return row
 
@@ -71,9 +75,9 @@ def _yolo_row(args: argparse.Namespace, out: Path, image: torch.Tensor, side: in
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     result = json.loads(Path(args.yolo_result).read_text()) if args.yolo_result else {}
-    detect = lambda images: session.run(None, {name: images.numpy()})  # noqa: E731
-    row = {"variant": "Ultralytics YOLO11n ONNX (own exporter, NMS inside)", "map": result.get("map"),
-           "map_50": result.get("map_50"), **speed(detect, side, image), "size_mb": file_mb(path),
+    variant = "Ultralytics YOLO11n ONNX (own exporter, NMS inside)"
+    DETECTS[variant] = lambda images: session.run(None, {name: images.numpy()})
+    row = {"variant": variant, "map": result.get("map"), "map_50": result.get("map_50"), "size_mb": file_mb(path),
            "gflops": None, "note": "mAP of its PyTorch weights (tools/accuracy.py), timed as ONNX"}  # fmt: skip
     print(json.dumps(row), flush=True)
     return row
@@ -105,17 +109,70 @@ def measure(args: argparse.Namespace) -> None:
         run_dir = out / f"pruned_{ratio:g}" / "finetune"
         wall = run_logged([sys.executable, "-m", "detkit", "fit", *config, f"--config={pruned.with_suffix('.yaml')}",
                            f"--trainer.max_epochs={args.finetune_epochs}", f"--trainer.default_root_dir={run_dir}",
-                           f"--model.optimizer.init_args.lr={args.finetune_lr}", "--trainer.enable_progress_bar=false"],
+                           f"--model.optimizer.init_args.lr={args.finetune_lr}"],
                           run_dir.with_suffix(".log"))  # fmt: skip
         tuned = run_dir / "checkpoints" / "last.ckpt"
         prefix = f"pruned {ratio:.0%} + fine-tune {args.finetune_epochs} ep ({wall:.0f} s), "
         rows += _exported_rows(prefix, tuned, out / f"pruned_{ratio:g}" / "export", args, datamodule, image, calibration)
     yolo = _yolo_row(args, out, image, side)
     rows += [yolo] if yolo else []
+    timings = interleaved_speed(DETECTS, image, args.runs)
+    rows = [{**row, **timings[row["variant"]]} for row in rows]
     report = {"name": args.name, "ckpt": str(args.ckpt), "config": args.config, "side": side, "threads": args.threads,
               "cpu": cpu_description(), "rows": rows}  # fmt: skip
     (out / "report.json").write_text(json.dumps(report, indent=2))
     print(render_table(report))
+
+
+def norm_effect(args: argparse.Namespace) -> None:
+    """int8 vs fp32 ONNX latency of the same detector with a GroupNorm head and with a BatchNorm head
+    (the config's architecture, untrained: latency only), and the int8 graph's op counts."""
+    import onnx
+
+    from detkit.cli import parse_config
+    from detkit.inference import Predictor, instantiate_detector
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    config_args = [f"--config={path}" for path in args.config]
+    parsed = parse_config(config_args)
+    datamodule = build_data(config_args)
+    datamodule.setup("fit")
+    train = datamodule.reader("train")
+    calibration = [train[i][0] for i in range(min(len(train), 32))]
+    size, pad = parsed.data.input_size, parsed.data.pad_multiple
+    detector_config = json.loads(json.dumps(parsed.model.detector.as_dict(), default=str))
+    sessions, ops = {}, {}
+    for norm in ("group", "batch"):
+        config = json.loads(json.dumps(detector_config))
+        config["init_args"]["head"]["init_args"]["norm"] = norm
+        config["init_args"]["backbone"]["init_args"].pop("weights", None)
+        detector = instantiate_detector(config, len(train.class_names), pretrained_backbone=False).eval()
+        model = Predictor(detector, train.class_names, size, pad)
+        fp32 = export_model(model, out / f"{norm}_head" / "model.onnx", dynamic_batch=True)
+        int8 = quantize_int8(fp32, out / f"{norm}_head" / "model.int8.onnx", calibration)
+        for kind, path in (("fp32", fp32), ("int8", int8)):
+            sessions[f"{norm} head, {kind}"] = detect_fn(OnnxPredictor(path, args.threads))
+        counts: dict[str, int] = {}
+        for node in onnx.load(str(int8)).graph.node:
+            counts[node.op_type] = counts.get(node.op_type, 0) + 1
+        ops[norm] = {k: counts.get(k, 0) for k in ("Conv", "QuantizeLinear", "DequantizeLinear", "InstanceNormalization", "BatchNormalization")}
+    padded, _ = load_letterbox(size, pad)(datamodule.reader("val")[0][0])
+    image = torch.from_numpy(padded).permute(2, 0, 1).float() / 255.0
+    timings = interleaved_speed(sessions, image, args.runs)
+    result = {"cpu": cpu_description(), "threads": args.threads, "timings": timings, "int8_ops": ops}
+    (out / "norm_effect.json").write_text(json.dumps(result, indent=2))
+    for norm in ("group", "batch"):
+        fp32, int8 = timings[f"{norm} head, fp32"], timings[f"{norm} head, int8"]
+        print(f"{norm:5s} head: fp32 {fp32['latency_ms']:.1f} ms, int8 {int8['latency_ms']:.1f} ms "
+              f"({fp32['latency_ms'] / int8['latency_ms']:.2f}x); bs8 {fp32['throughput']:.1f} -> {int8['throughput']:.1f} img/s; "
+              f"int8 graph ops {ops[norm]}")  # fmt: skip
+
+
+def load_letterbox(size: int, pad: int) -> Any:
+    from detkit.ops.letterbox import Letterbox
+
+    return Letterbox(size, pad_multiple=pad)
 
 
 def _fmt(value: Any, spec: str) -> str:
@@ -181,16 +238,22 @@ def main() -> None:
     m.add_argument("--finetune-epochs", type=int, default=5)
     m.add_argument("--finetune-lr", type=float, default=0.001)
     m.add_argument("--threads", type=int, default=2)
+    m.add_argument("--runs", type=int, default=100, help="timed batch-1 calls per variant")
     m.add_argument("--calib-count", type=int, default=100)
     m.add_argument("--yolo-python", help="python of a venv with ultralytics (../shared/PEERS.md)")
     m.add_argument("--yolo-weights", help="YOLO11n weights trained by tools/accuracy.py")
     m.add_argument("--yolo-result", help="its result.json (mAP of the PyTorch weights)")
+    n = sub.add_parser("norm-effect", help="int8 speed-up with a GroupNorm vs a BatchNorm head (untrained, latency only)")
+    n.add_argument("--config", nargs="+", required=True)
+    n.add_argument("--out", required=True)
+    n.add_argument("--threads", type=int, default=2)
+    n.add_argument("--runs", type=int, default=100)
     r = sub.add_parser("render")
     r.add_argument("reports", nargs="+")
     r.add_argument("--markdown")
     r.add_argument("--pareto")
     args = parser.parse_args()
-    measure(args) if args.command == "measure" else render(args)
+    {"measure": measure, "norm-effect": norm_effect, "render": render}[args.command](args)
 
 
 if __name__ == "__main__":
