@@ -78,6 +78,8 @@ def detection_maps(
         letterboxed pixels), ``label``, ``name``, ``score``, ``level`` and ``map`` (float32
         ``[S, S]`` in ``[0, 1]``).
     """
+    if method not in ("hirescam", "gradcam", "eigencam") or levels not in ("own", "all"):
+        raise ValueError(f"method must be hirescam, gradcam or eigencam and levels own or all, got {method!r}, {levels!r}")
     try:
         from pytorch_grad_cam import EigenCAM, GradCAM, HiResCAM
     except ImportError as error:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import io
+import json
+import subprocess
+import sys
 import statistics
 import time
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from detkit.data import DetectionDataModule
@@ -36,26 +40,68 @@ def test_map(detect: Detect, datamodule: DetectionDataModule) -> dict[str, float
     return {"map": stats["map"], "map_50": stats["map_50"]}
 
 
-def interleaved_speed(detects: dict[str, Detect], image: torch.Tensor, runs: int = 100) -> dict[str, dict[str, float]]:
-    """Latency at batch 1 (median of ``runs`` calls) and throughput at batch 8 (images/s, median of
-    ``runs // 5`` batches) of each variant on one letterboxed test image ``[3, S, S]``: network,
-    decoding and NMS. Variants take turns call by call, so a noisy neighbour slows all alike."""
+def _loaded(kind: str, path: str, threads: int) -> Detect:
+    """The detect function of one variant: ``pytorch`` (a checkpoint), ``onnx``, ``torchscript``
+    (detkit exports) or ``onnx-raw`` (any ONNX model taking float images, e.g. Ultralytics')."""
+    from detkit.deploy import OnnxPredictor, TorchScriptPredictor
+    from detkit.inference import load_detector
+
+    if kind == "pytorch":
+        return detect_fn(load_detector(path))
+    if kind == "onnx":
+        return detect_fn(OnnxPredictor(path, threads))
+    if kind == "torchscript":
+        return detect_fn(TorchScriptPredictor(path))
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda images: session.run(None, {name: images.numpy()})
+
+
+def _time_here(kind: str, path: str, image_path: str, threads: int, runs: int) -> dict[str, float]:
+    torch.set_num_threads(threads)
+    detect = _loaded(kind, path, threads)
+    image = torch.from_numpy(np.load(image_path))
     one, eight = image[None], image[None].expand(8, -1, -1, -1).contiguous()
-    times: dict[str, dict[str, list[float]]] = {name: {"one": [], "eight": []} for name in detects}
+    result = {}
     with torch.inference_mode():
-        for batch, key, count in ((one, "one", runs), (eight, "eight", max(10, runs // 5))):
-            for detect in detects.values():
-                for _ in range(3):
-                    detect(batch)
+        for batch, key, count in ((one, "latency_ms", runs), (eight, "batch8_ms", max(10, runs // 5))):
+            for _ in range(5):
+                detect(batch)
+            times = []
             for _ in range(count):
-                for name, detect in detects.items():
-                    start = time.perf_counter()
-                    detect(batch)
-                    times[name][key].append((time.perf_counter() - start) * 1000)
-    return {
-        name: {"latency_ms": statistics.median(t["one"]), "throughput": 8000.0 / statistics.median(t["eight"])}
-        for name, t in times.items()
-    }
+                start = time.perf_counter()
+                detect(batch)
+                times.append((time.perf_counter() - start) * 1000)
+            result[key] = statistics.median(times)
+    return result
+
+
+def isolated_speed(variants: dict[str, tuple[str, str]], image: torch.Tensor, threads: int, runs: int = 100,
+                   scratch: Path = Path(".")) -> dict[str, dict[str, float]]:  # fmt: skip
+    """Latency at batch 1 (median of ``runs`` calls) and throughput at batch 8 (images/s, median of
+    ``runs // 5`` batches) of each variant ``name -> (kind, path)`` (see :func:`_loaded`) on one
+    letterboxed test image ``[3, S, S]``: network, decoding and NMS.
+
+    Each variant is timed in a process of its own (thread pools of several runtimes in one process
+    slow each other down, by 2x measured here), in two rounds, the second in reverse order; each
+    keeps its faster round, so a noisy neighbour during one measurement does not decide a row.
+    """
+    image_path = scratch / "timing_image.npy"
+    np.save(image_path, image.numpy())
+    best: dict[str, dict[str, float]] = {}
+    for order in (list(variants), list(reversed(variants))):
+        for name in order:
+            kind, path = variants[name]
+            done = subprocess.run([sys.executable, "-m", "tools.deploy_measure", kind, str(path), str(image_path), str(threads),
+                                   str(runs)], capture_output=True, text=True, check=True)  # fmt: skip
+            timing = json.loads(done.stdout.strip().splitlines()[-1])
+            mine = best.setdefault(name, timing)
+            best[name] = {key: min(mine[key], timing[key]) for key in timing}
+    return {name: {"latency_ms": t["latency_ms"], "throughput": 8000.0 / t["batch8_ms"]} for name, t in best.items()}
 
 
 def detector_gflops(model: Predictor, side: int) -> float:
@@ -76,3 +122,8 @@ def state_dict_mb(model: Predictor) -> float:
 
 def file_mb(path: Path) -> float:
     return path.stat().st_size / 1e6
+
+
+if __name__ == "__main__":  # one variant's timing, in its own process (see isolated_speed)
+    kind, path, image_path, threads, runs = sys.argv[1:6]
+    print(json.dumps(_time_here(kind, path, image_path, int(threads), int(runs))))

@@ -8,9 +8,9 @@
 ``measure`` exports the checkpoint (ONNX with a dynamic batch, TorchScript, int8 calibrated on the
 training split), prunes it at each ``--ratios`` with ``detkit prune``, fine-tunes each pruned model
 with ``detkit fit`` for ``--finetune-epochs`` and exports those too; every variant is scored on the
-test split exactly as ``detkit test`` scores (same loader, letterbox and evaluator); then all are timed
-together, taking turns call by call, on one letterboxed test image (network, decoding and NMS;
-reading and letterboxing not included).
+test split exactly as ``detkit test`` scores (same loader, letterbox and evaluator); then each is
+timed in a process of its own, in two rounds (see ``isolated_speed``), on one letterboxed test image (network,
+decoding and NMS; reading and letterboxing not included).
 """
 
 from __future__ import annotations
@@ -29,37 +29,37 @@ from detkit.commands.prune import main as prune_main
 from detkit.deploy.quantize import quantize_int8
 from detkit.inference import load_detector
 from tools.accuracy_measure import cpu_description, run_logged
-from tools.deploy_measure import detect_fn, detector_gflops, file_mb, interleaved_speed, state_dict_mb, test_map
+from tools.deploy_measure import detect_fn, detector_gflops, file_mb, isolated_speed, state_dict_mb, test_map
 
 
-DETECTS: dict[str, Any] = {}  # variant -> its detect function, timed together at the end
+VARIANTS: dict[str, tuple[str, str]] = {}  # variant -> (kind, file) for isolated_speed, all timed at the end
 
 
-def _row(name: str, model: Any, datamodule: Any, image: torch.Tensor, side: int, size_mb: float, gflops: float) -> dict[str, Any]:
-    DETECTS[name] = detect_fn(model)
-    row = {"variant": name, **test_map(DETECTS[name], datamodule), "size_mb": size_mb, "gflops": gflops}
+def _row(name: str, model: Any, datamodule: Any, timing: tuple[str, Path], size_mb: float, gflops: float) -> dict[str, Any]:
+    VARIANTS[name] = (timing[0], str(timing[1]))
+    row = {"variant": name, **test_map(detect_fn(model), datamodule), "size_mb": size_mb, "gflops": gflops}
     print(json.dumps(row), flush=True)
     return row
 
 
-def _exported_rows(prefix: str, ckpt: Path, out: Path, args: argparse.Namespace, datamodule: Any, image: torch.Tensor,
+def _exported_rows(prefix: str, ckpt: Path, out: Path, args: argparse.Namespace, datamodule: Any,
                    calibration: list, torchscript: bool = False) -> list[dict[str, Any]]:  # fmt: skip
     model = load_detector(ckpt)
     side = model.letterbox.padded_size
     gflops = detector_gflops(model, side)
     rows = []
     if torchscript:
-        rows.append(_row(f"{prefix}PyTorch fp32", model, datamodule, image, side, state_dict_mb(model), gflops))
+        rows.append(_row(f"{prefix}PyTorch fp32", model, datamodule, ("pytorch", ckpt), state_dict_mb(model), gflops))
         path = export_model(model, out / "model.torchscript", "torchscript")
-        rows.append(_row(f"{prefix}TorchScript fp32", TorchScriptPredictor(path), datamodule, image, side, file_mb(path), gflops))
+        rows.append(_row(f"{prefix}TorchScript fp32", TorchScriptPredictor(path), datamodule, ("torchscript", path), file_mb(path), gflops))
     onnx = export_model(model, out / "model.onnx", "onnx", dynamic_batch=True)
-    rows.append(_row(f"{prefix}ONNX fp32", OnnxPredictor(onnx, args.threads), datamodule, image, side, file_mb(onnx), gflops))
+    rows.append(_row(f"{prefix}ONNX fp32", OnnxPredictor(onnx, args.threads), datamodule, ("onnx", onnx), file_mb(onnx), gflops))
     int8 = quantize_int8(onnx, out / "model.int8.onnx", calibration)
-    rows.append(_row(f"{prefix}ONNX int8", OnnxPredictor(int8, args.threads), datamodule, image, side, file_mb(int8), gflops))
+    rows.append(_row(f"{prefix}ONNX int8", OnnxPredictor(int8, args.threads), datamodule, ("onnx", int8), file_mb(int8), gflops))
     return rows
 
 
-def _yolo_row(args: argparse.Namespace, out: Path, image: torch.Tensor, side: int) -> dict[str, Any] | None:
+def _yolo_row(args: argparse.Namespace, out: Path, side: int) -> dict[str, Any] | None:
     """Ultralytics' own ONNX export (with its NMS) of the YOLO11n that tools/accuracy.py trained, timed here."""
     if not (args.yolo_python and args.yolo_weights and Path(args.yolo_python).exists()):
         return None
@@ -68,15 +68,9 @@ def _yolo_row(args: argparse.Namespace, out: Path, image: torch.Tensor, side: in
     log = out / "yolo_export.log"
     run_logged([args.yolo_python, "-c", code], log, env={"YOLO_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
     path = Path(log.read_text().strip().splitlines()[-1].strip())
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = args.threads
-    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
     result = json.loads(Path(args.yolo_result).read_text()) if args.yolo_result else {}
     variant = "Ultralytics YOLO11n ONNX (own exporter, NMS inside)"
-    DETECTS[variant] = lambda images: session.run(None, {name: images.numpy()})
+    VARIANTS[variant] = ("onnx-raw", str(path))
     row = {"variant": variant, "map": result.get("map"), "map_50": result.get("map_50"), "size_mb": file_mb(path),
            "gflops": None, "note": "mAP of its PyTorch weights (tools/accuracy.py), timed as ONNX"}  # fmt: skip
     print(json.dumps(row), flush=True)
@@ -97,26 +91,29 @@ def measure(args: argparse.Namespace) -> None:
     train = datamodule.reader("train")
     step = max(1, len(train) // args.calib_count)
     calibration = [train[i][0] for i in range(0, len(train), step)][: args.calib_count]
-    rows = _exported_rows("", Path(args.ckpt), out / "fp32", args, datamodule, image, calibration, torchscript=True)
+    rows = _exported_rows("", Path(args.ckpt), out / "fp32", args, datamodule, calibration, torchscript=True)
     for ratio in args.ratios:
         pruned = out / f"pruned_{ratio:g}" / "pruned.ckpt"
-        if prune_main(["--ckpt_path", str(args.ckpt), "--ratio", str(ratio), "--out", str(pruned)]) != 0:
+        if not (args.reuse and pruned.exists()) and prune_main(["--ckpt_path", str(args.ckpt), "--ratio", str(ratio), "--out", str(pruned)]) != 0:
             raise RuntimeError(f"detkit prune failed on {args.ckpt}")
         model = load_detector(pruned)
         onnx = export_model(model, out / f"pruned_{ratio:g}" / "model.onnx", "onnx", dynamic_batch=True)
         rows.append(_row(f"pruned {ratio:.0%}, no fine-tune, ONNX fp32", OnnxPredictor(onnx, args.threads), datamodule,
-                         image, side, file_mb(onnx), detector_gflops(model, side)))  # fmt: skip
+                         ("onnx", onnx), file_mb(onnx), detector_gflops(model, side)))  # fmt: skip
         run_dir = out / f"pruned_{ratio:g}" / "finetune"
-        wall = run_logged([sys.executable, "-m", "detkit", "fit", *config, f"--config={pruned.with_suffix('.yaml')}",
-                           f"--trainer.max_epochs={args.finetune_epochs}", f"--trainer.default_root_dir={run_dir}",
-                           f"--model.optimizer.init_args.lr={args.finetune_lr}"],
-                          run_dir.with_suffix(".log"))  # fmt: skip
-        tuned = run_dir / "checkpoints" / "last.ckpt"
+        tuned, wall_file = run_dir / "checkpoints" / "last.ckpt", run_dir.with_suffix(".wall")
+        if not (args.reuse and tuned.exists() and wall_file.exists()):
+            wall = run_logged([sys.executable, "-m", "detkit", "fit", *config, f"--config={pruned.with_suffix('.yaml')}",
+                               f"--trainer.max_epochs={args.finetune_epochs}", f"--trainer.default_root_dir={run_dir}",
+                               f"--model.optimizer.init_args.lr={args.finetune_lr}"],
+                              run_dir.with_suffix(".log"))  # fmt: skip
+            wall_file.write_text(str(wall))
+        wall = float(wall_file.read_text())
         prefix = f"pruned {ratio:.0%} + fine-tune {args.finetune_epochs} ep ({wall:.0f} s), "
-        rows += _exported_rows(prefix, tuned, out / f"pruned_{ratio:g}" / "export", args, datamodule, image, calibration)
-    yolo = _yolo_row(args, out, image, side)
+        rows += _exported_rows(prefix, tuned, out / f"pruned_{ratio:g}" / "export", args, datamodule, calibration)
+    yolo = _yolo_row(args, out, side)
     rows += [yolo] if yolo else []
-    timings = interleaved_speed(DETECTS, image, args.runs)
+    timings = isolated_speed(VARIANTS, image, args.threads, args.runs, out)
     rows = [{**row, **timings[row["variant"]]} for row in rows]
     report = {"name": args.name, "ckpt": str(args.ckpt), "config": args.config, "side": side, "threads": args.threads,
               "cpu": cpu_description(), "rows": rows}  # fmt: skip
@@ -152,14 +149,14 @@ def norm_effect(args: argparse.Namespace) -> None:
         fp32 = export_model(model, out / f"{norm}_head" / "model.onnx", dynamic_batch=True)
         int8 = quantize_int8(fp32, out / f"{norm}_head" / "model.int8.onnx", calibration)
         for kind, path in (("fp32", fp32), ("int8", int8)):
-            sessions[f"{norm} head, {kind}"] = detect_fn(OnnxPredictor(path, args.threads))
+            sessions[f"{norm} head, {kind}"] = ("onnx", str(path))
         counts: dict[str, int] = {}
         for node in onnx.load(str(int8)).graph.node:
             counts[node.op_type] = counts.get(node.op_type, 0) + 1
         ops[norm] = {k: counts.get(k, 0) for k in ("Conv", "QuantizeLinear", "DequantizeLinear", "InstanceNormalization", "BatchNormalization")}
     padded, _ = load_letterbox(size, pad)(datamodule.reader("val")[0][0])
     image = torch.from_numpy(padded).permute(2, 0, 1).float() / 255.0
-    timings = interleaved_speed(sessions, image, args.runs)
+    timings = isolated_speed(sessions, image, args.threads, args.runs, out)
     result = {"cpu": cpu_description(), "threads": args.threads, "timings": timings, "int8_ops": ops}
     (out / "norm_effect.json").write_text(json.dumps(result, indent=2))
     for norm in ("group", "batch"):
@@ -239,6 +236,7 @@ def main() -> None:
     m.add_argument("--finetune-lr", type=float, default=0.001)
     m.add_argument("--threads", type=int, default=2)
     m.add_argument("--runs", type=int, default=100, help="timed batch-1 calls per variant")
+    m.add_argument("--reuse", action="store_true", help="keep pruned checkpoints and fine-tunings already under --out")
     m.add_argument("--calib-count", type=int, default=100)
     m.add_argument("--yolo-python", help="python of a venv with ultralytics (../shared/PEERS.md)")
     m.add_argument("--yolo-weights", help="YOLO11n weights trained by tools/accuracy.py")

@@ -17,7 +17,7 @@ def _calibration_images(options: argparse.Namespace) -> list:
     from detkit.cli import build_data
 
     config = [arg for path in options.config for arg in ("--config", path)]
-    reader = build_data(config).train
+    reader = build_data(config).reader("train")
     indices = range(0, len(reader), max(1, len(reader) // options.calib_count))
     return [reader[i][0] for i in list(indices)[: options.calib_count]]
 
@@ -62,8 +62,9 @@ def main(argv: list[str]) -> int:
             from detkit.deploy.quantize import quantize_int8
 
             written.append(quantize_int8(path, out / f"{options.name}.int8.onnx", _calibration_images(options)))
-    except (FileNotFoundError, ValueError, NotImplementedError) as error:
-        print(f"detkit export: {error}", file=sys.stderr)
+    except (FileNotFoundError, ValueError, NotImplementedError, ImportError) as error:
+        print(f"detkit export: {ckpt}: {error}" if isinstance(error, NotImplementedError) else f"detkit export: {error}",
+              file=sys.stderr)  # fmt: skip
         return 2
     for path in written:
         print(f"wrote {path} (+ {path.name}.json)")

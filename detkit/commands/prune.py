@@ -28,8 +28,9 @@ def main(argv: list[str]) -> int:
     out = Path(options.out) if options.out else ckpt.with_name(f"pruned_{options.ratio:g}.ckpt")
     try:
         path, config = prune_checkpoint(ckpt, out, options.ratio)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"detkit prune: {error}", file=sys.stderr)
+    except (FileNotFoundError, ValueError, ImportError, NotImplementedError) as error:
+        print(f"detkit prune: {ckpt}: {error}" if isinstance(error, NotImplementedError) else f"detkit prune: {error}",
+              file=sys.stderr)  # fmt: skip
         return 2
     recipe = path.with_suffix(".yaml")
     recipe.write_text(yaml.safe_dump({"model": {"detector": config, "init_weights": str(path)}}, sort_keys=False))

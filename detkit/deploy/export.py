@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import warnings
 from pathlib import Path
@@ -51,9 +52,11 @@ def export_model(
     if format not in SUFFIXES:
         raise ValueError(f"unknown export format {format!r}: use one of {', '.join(SUFFIXES)}")
     path = Path(path)
+    if path.suffix != SUFFIXES[format]:
+        raise ValueError(f"{path}: a {format} export is named *{SUFFIXES[format]} (load_detector goes by the suffix)")
     path.parent.mkdir(parents=True, exist_ok=True)
     side = model.letterbox.padded_size
-    detector = model.detector.cpu().eval()
+    detector = copy.deepcopy(model.detector).cpu().eval()  # the caller's model stays where it is
     graph = DeployGraph(detector, side, score_threshold).eval()
     # Batch 2: torch.export fixes dimensions it sees as 1.
     example = torch.zeros(2 if dynamic_batch and format == "onnx" else 1, 3, side, side, dtype=torch.uint8)
@@ -108,9 +111,13 @@ def read_sidecar(model_path: str | Path) -> dict[str, Any]:
         info = json.loads(side.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"{side} is not valid json: {error}") from None
+    if not isinstance(info, dict):
+        raise ValueError(f"{side} is not a detkit export sidecar (a json object)")
     missing = [key for key in ("format_version", "class_names", "input_size", "pad_multiple") if key not in info]
     if missing:
         raise ValueError(f"{side} lacks {', '.join(missing)}: not a detkit export sidecar")
+    if not all(isinstance(info[key], int) for key in ("format_version", "input_size", "pad_multiple")):
+        raise ValueError(f"{side}: format_version, input_size and pad_multiple must be integers")
     if info["format_version"] > SIDECAR_VERSION:
         raise ValueError(f"{side} has format version {info['format_version']}; this detkit reads up to {SIDECAR_VERSION}")
     return info

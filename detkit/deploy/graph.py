@@ -33,8 +33,11 @@ class DeployGraph(nn.Module):
         self.detector = detector
         self.side = int(side)
         self.score_threshold = score_threshold
+        was_training = detector.training
+        detector.eval()  # the probe must not move BatchNorm statistics
         with torch.no_grad():  # the points per level of an S x S input, fixed once the size is
             probe = detector(torch.zeros(1, 3, self.side, self.side, device=next(detector.parameters()).device))
+        detector.train(was_training)
         _, counts = torch.unique_consecutive(probe["point_strides"], return_counts=True)
         self.level_sizes = [int(c) for c in counts]
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import copy
 import warnings
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from detkit.checkpoints import migrate_checkpoint, read_checkpoint
-from detkit.inference import instantiate_detector
+from detkit.inference import load_detector
 from detkit.models import Detector
 from detkit.models.reshape import layer_shapes
 
@@ -78,7 +79,9 @@ def prune_detector(detector: Detector, ratio: float, side: int, round_to: int | 
     return {name: shape for name, shape in after.items() if shape != before[name]}
 
 
-def prune_checkpoint(ckpt_path: str | Path, out_path: str | Path, ratio: float) -> tuple[Path, dict[str, Any]]:
+def prune_checkpoint(
+    ckpt_path: str | Path, out_path: str | Path, ratio: float, trusted: Sequence[str] = ()
+) -> tuple[Path, dict[str, Any]]:
     """Prune a ``detkit fit`` checkpoint and write the result as a new checkpoint.
 
     The new checkpoint holds the pruned weights (EMA-averaged ones, if the run kept an average,
@@ -87,19 +90,18 @@ def prune_checkpoint(ckpt_path: str | Path, out_path: str | Path, ratio: float) 
     ``detkit fit ... --model.init_weights OUT`` fine-tunes it (with that detector config). Optimizer
     and loop states are dropped: it starts a new run, it does not resume one.
 
+    ``trusted``: modules besides detkit whose classes the config may name (see
+    :func:`~detkit.inference.load_detector`).
+
     Returns:
         ``(out_path, detector config)``.
     """
     ckpt_path, out_path = Path(ckpt_path), Path(out_path)
+    model = load_detector(ckpt_path, trusted=trusted)  # errors name the file
     checkpoint = migrate_checkpoint(read_checkpoint(ckpt_path))
     meta = checkpoint["detkit"]
-    if meta.get("detector") is None:
-        raise ValueError(f"{ckpt_path} has no detector config to rebuild the pruned detector from")
-    detector = instantiate_detector(meta["detector"], meta["num_classes"], pretrained_backbone=False)
-    state = {k.removeprefix("detector."): v for k, v in checkpoint["state_dict"].items() if k.startswith("detector.")}
-    detector.load_state_dict(state)
-    side = -(-int(meta["input_size"]) // int(meta.get("pad_multiple", 32))) * int(meta.get("pad_multiple", 32))
-    pruned = prune_detector(detector, ratio, side)
+    detector = model.detector
+    pruned = prune_detector(detector, ratio, model.letterbox.padded_size)
     config = copy.deepcopy(meta["detector"])
     previous = config["init_args"].get("pruned") or {}
     config["init_args"]["pruned"] = {**previous, **pruned}

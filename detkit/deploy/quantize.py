@@ -43,6 +43,8 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calibration_image
         raise ImportError("int8 quantization needs onnxruntime: pip install 'detkit[deploy]'") from error
     fp32_path, out_path = Path(fp32_path), Path(out_path)
     info = read_sidecar(fp32_path)
+    if info.get("format") != "onnx" or info.get("int8"):
+        raise ValueError(f"{fp32_path} is not an fp32 ONNX export (its sidecar says {info.get('format')}, int8={info.get('int8')})")
     if not calibration_images:
         raise ValueError("int8 calibration needs at least one image")
     letterbox = Letterbox(int(info["input_size"]), pad_multiple=int(info["pad_multiple"]))

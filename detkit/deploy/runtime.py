@@ -55,6 +55,13 @@ class ExportedPredictor:
                 f"{self.path} was exported with score threshold {exported}; export again with "
                 f"--score-threshold {score_threshold} to see lower scores"
             )
+        side = self.letterbox.padded_size
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (3, side, side):
+            raise ValueError(
+                f"{self.path} takes uint8 [B, 3, {side}, {side}] letterboxed images, got {images.dtype} {list(images.shape)}"
+            )
+        if len(images) == 0:
+            return []
         step = self.batch or len(images)
         parts = [self.run(np.ascontiguousarray(images[i : i + step])) for i in range(0, len(images), step)]
         boxes, scores, labels, counts = (np.concatenate(arrays) for arrays in zip(*parts))
@@ -71,7 +78,9 @@ class ExportedPredictor:
     def predict_batch(self, images: torch.Tensor, score_threshold: float | None = None) -> list[dict[str, torch.Tensor]]:
         """:meth:`detect` for letterboxed ``float [B, 3, S, S]`` images in ``[0, 1]`` (what the data
         loaders give; they are uint8 / 255, so the conversion back is exact)."""
-        uint8 = (images.detach().cpu() * 255).round().clamp(0, 255).to(torch.uint8).numpy()
+        # numpy, not torch: a torch op here wakes its OpenMP pool, whose spinning threads then
+        # halve onnxruntime's speed on a 2-core machine (measured: 3.9 -> 7.9 ms per call).
+        uint8 = np.clip(np.rint(images.detach().cpu().numpy() * 255), 0, 255).astype(np.uint8)
         return self.detect(uint8, score_threshold)
 
     def predict(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
@@ -54,8 +53,14 @@ def reshape_layers(model: nn.Module, shapes: dict[str, list[int]]) -> None:
     """
     modules = dict(model.named_modules())
     for name, shape in shapes.items():
-        if name not in modules or _shape(modules[name]) is None:
+        old = modules.get(name)
+        if old is None or _shape(old) is None:
             raise ValueError(f"pruned layer {name!r} is not a convolution or normalisation layer of {type(model).__name__}")
+        if type(old) not in (nn.Conv2d, nn.BatchNorm2d, FrozenBatchNorm2d, nn.GroupNorm):
+            raise ValueError(f"pruned layer {name!r} is a {type(old).__name__}, a subclass that cannot be rebuilt")
+        tensors = [*old.parameters(), *old.buffers()]
+        new = _rebuilt(old, list(shape)).to(tensors[0].device if tensors else "cpu")
+        for fresh, previous in zip(new.parameters(), old.parameters()):
+            fresh.requires_grad_(previous.requires_grad)  # frozen backbone stages stay frozen
         parent_name, _, child = name.rpartition(".")
-        new = _rebuilt(modules[name], list(shape))
-        setattr(modules[parent_name] if parent_name else model, child, new.to(next(modules[name].parameters(), torch.empty(0)).device))
+        setattr(modules[parent_name] if parent_name else model, child, new)

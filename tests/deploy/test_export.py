@@ -1,6 +1,5 @@
 """Tests for detkit.deploy: ONNX and TorchScript exports predict what the checkpoint predicts; bad input is named."""
 
-import numpy as np
 import pytest
 import torch
 from tiny import SHAPE_NAMES, write_checkpoint
@@ -10,7 +9,8 @@ from detkit.data import ShapesReader
 from detkit.deploy import DeployGraph, export_model, sidecar_path
 from detkit.inference import Predictor, load_detector
 
-pytest.importorskip("onnxruntime")
+for _module in ("onnx", "onnxscript", "onnxruntime"):
+    pytest.importorskip(_module)
 THRESHOLD = 0.2  # well under 100 detections per image: the sets compared are complete
 
 
@@ -102,9 +102,14 @@ def test_detkit_export_command_writes_onnx_torchscript_and_int8(trained_shapes_m
         Image.fromarray(image[0]).save(calib / f"{i}.png")
     assert detkit_main(["export", "--ckpt_path", str(ckpt), "--int8", "--calib-images", str(calib), "--dynamic-batch"]) == 0
     assert detkit_main(["export", "--ckpt_path", str(ckpt), "--format", "torchscript"]) == 0
+    config = tmp_path / "data.yaml"  # calibration images from a config's training split
+    config.write_text("data:\n  train: {class_path: detkit.data.ShapesReader, init_args: {num_images: 8, seed: 3}}\n"
+                      "  val: {class_path: detkit.data.ShapesReader, init_args: {num_images: 2, seed: 4}}\n  input_size: 96\n")  # fmt: skip
+    assert detkit_main(["export", "--ckpt_path", str(ckpt), "--int8", "--config", str(config), "--name", "from_config"]) == 0
     out = tmp_path / "run" / "export"  # beside checkpoints/, as explain/ is
     assert {p.name for p in out.iterdir()} == {
-        "model.onnx", "model.onnx.json", "model.int8.onnx", "model.int8.onnx.json", "model.torchscript", "model.torchscript.json"
+        "model.onnx", "model.onnx.json", "model.int8.onnx", "model.int8.onnx.json", "model.torchscript", "model.torchscript.json",
+        "from_config.onnx", "from_config.onnx.json", "from_config.int8.onnx", "from_config.int8.onnx.json",
     }  # fmt: skip
     checkpoint = load_detector(ckpt)
     expected = checkpoint.predict(images[:3])

@@ -28,7 +28,7 @@ class FCOSDecoder(nn.Module):
         topk_per_level: int = 1000,
         nms_iou: float = 0.6,
         max_detections: int = 100,
-        pre_nms_topk: int = 1000,
+        pre_nms_topk: int | None = None,
     ) -> None:
         """Build the decoder.
 
@@ -37,11 +37,13 @@ class FCOSDecoder(nn.Module):
             topk_per_level: Candidates (point, class pairs) kept per pyramid level before NMS.
             nms_iou: IoU above which a lower-scoring box of the same class is suppressed.
             max_detections: Detections kept per image after NMS.
-            pre_nms_topk: The highest-scoring candidates above the threshold that enter NMS per
-                image (bounds the cost of NMS, also in exported graphs).
+            pre_nms_topk: At most this many of an image's candidates above the threshold (the
+                highest-scoring) enter NMS; ``None``: all. Exported graphs always run NMS on
+                this many candidates per image (all ``topk_per_level`` ones for ``None``), so a
+                cap makes their NMS cheaper.
         """
         super().__init__()
-        if min(topk_per_level, max_detections, pre_nms_topk) < 1:
+        if min(topk_per_level, max_detections, pre_nms_topk or 1) < 1:
             raise ValueError(
                 "topk_per_level, max_detections and pre_nms_topk must be >= 1, got "
                 f"{topk_per_level}, {max_detections}, {pre_nms_topk}"
@@ -91,8 +93,9 @@ class FCOSDecoder(nn.Module):
             s, bx, lab, p, lvl = all_scores[b], all_boxes[b], all_labels[b], all_points[b], all_levels[b]
             keep = (s > threshold) & (bx[:, 2] > bx[:, 0]) & (bx[:, 3] > bx[:, 1])
             s, bx, lab, p, lvl = s[keep], bx[keep], lab[keep], p[keep], lvl[keep]
-            keep = s.topk(min(self.pre_nms_topk, s.shape[0])).indices
-            s, bx, lab, p, lvl = s[keep], bx[keep], lab[keep], p[keep], lvl[keep]
+            if self.pre_nms_topk is not None and s.shape[0] > self.pre_nms_topk:
+                keep = s.topk(self.pre_nms_topk).indices
+                s, bx, lab, p, lvl = s[keep], bx[keep], lab[keep], p[keep], lvl[keep]
             keep = batched_nms(bx, s, lab, self.nms_iou)[: self.max_detections]  # sorted by score
             results.append(
                 Detections(
@@ -155,10 +158,12 @@ class FCOSDecoder(nn.Module):
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """The detections of :meth:`forward` as fixed-shape tensors, without data-dependent shapes.
 
-        One ``torchvision.ops.nms`` call serves every image and class: each (image, class) group
-        of boxes is shifted by its own offset, so boxes of different groups never overlap (the
-        offset trick of ``batched_nms``). Candidates below the threshold stay in NMS (they can only
-        suppress lower scores, which are dropped anyway) and are masked out afterwards.
+        One ``torchvision.ops.nms`` call serves every image and class: the boxes of class ``k`` of
+        image ``b`` are shifted by ``k * (S + 1)`` in x and ``b * (S + 1)`` in y, so boxes of
+        different groups never overlap (``batched_nms``' offset trick, with offsets growing with
+        ``max(B, K)`` rather than ``B * K`` to keep float32 precision). Candidates below the
+        threshold get score ``-1``: they enter NMS last, so they can only suppress each other, and
+        are masked out afterwards.
 
         Args:
             cls_logits, ltrb, quality_logits, points, image_size, score_threshold: As :meth:`forward`.
@@ -171,16 +176,18 @@ class FCOSDecoder(nn.Module):
         """
         threshold = self.score_threshold if score_threshold is None else score_threshold
         scores, boxes, labels, _, _ = self._candidates(cls_logits, ltrb, quality_logits, points, level_sizes, image_size)
-        batch, num_classes = scores.shape[0], cls_logits.shape[2]
+        batch = scores.shape[0]
         valid = (scores > threshold) & (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])
         masked = torch.where(valid, scores, torch.full_like(scores, -1.0))  # (B, C)
-        masked, order = masked.topk(min(self.pre_nms_topk, masked.shape[1]), dim=1)  # (B, N)
+        masked, order = masked.topk(min(self.pre_nms_topk or masked.shape[1], masked.shape[1]), dim=1)  # (B, N)
         boxes = boxes.gather(1, order[..., None].expand(-1, -1, 4))
         labels = labels.gather(1, order)
         num = masked.shape[1]
-        group = torch.arange(batch, device=labels.device)[:, None] * num_classes + labels  # (B, N)
-        offset = group.to(boxes.dtype) * float(max(image_size) + 1)
-        keep = nms((boxes + offset[..., None]).reshape(-1, 4), masked.reshape(-1), self.nms_iou)
+        span = float(max(image_size) + 1)
+        shift_x = labels.to(boxes.dtype) * span  # (B, N)
+        shift_y = torch.arange(batch, device=labels.device, dtype=boxes.dtype)[:, None].expand_as(shift_x) * span
+        shift = torch.stack((shift_x, shift_y, shift_x, shift_y), dim=-1)  # (B, N, 4)
+        keep = nms((boxes + shift).reshape(-1, 4), masked.reshape(-1), self.nms_iou)
         kept = torch.zeros(batch * num, dtype=masked.dtype, device=masked.device).index_fill(0, keep, 1.0)
         final = torch.where(kept.reshape(batch, num) > 0, masked, torch.full_like(masked, -1.0))
         top_scores, top = final.topk(min(self.max_detections, num), dim=1)  # (B, D')

@@ -2,9 +2,11 @@
 
 import math
 
+import pytest
 import torch
 
 from detkit.models import FCOSDecoder
+from detkit.models.heads import make_points
 
 
 def _logit(p):
@@ -75,3 +77,26 @@ def test_batch_and_empty_output():
     assert dets[1]["labels"].tolist() == [1]
     assert dets[1]["point_index"].tolist() == [0] and dets[1]["level"].tolist() == [0]
     assert torch.allclose(dets[1]["boxes"], torch.tensor([[0.0, 0, 8, 8]]))
+
+
+@pytest.mark.parametrize("quality", [True, False])
+@pytest.mark.parametrize(("threshold", "pre_nms_topk"), [(0.0, 20), (0.3, None)])
+def test_padded_selects_what_forward_selects(quality, threshold, pre_nms_topk):
+    """The fixed-shape decoding of exports equals the ragged one: caps, truncation, NMS across images and classes."""
+    torch.manual_seed(0)
+    sizes, strides = [(6, 6), (3, 3)], [8, 16]
+    points, point_strides = make_points(sizes, strides)
+    batch, num_points, num_classes = 3, points.shape[0], 4
+    cls = torch.randn(batch, num_points, num_classes) * 2
+    ltrb = torch.rand(batch, num_points, 4) * 20  # many overlapping boxes in every image and class
+    quality_logits = torch.randn(batch, num_points) if quality else None
+    decoder = FCOSDecoder(score_threshold=threshold, topk_per_level=15, nms_iou=0.5, max_detections=7, pre_nms_topk=pre_nms_topk)
+    ragged = decoder(cls, ltrb, quality_logits, points, point_strides, image_size=(48, 48))
+    boxes, scores, labels, counts = decoder.padded(cls, ltrb, quality_logits, points, [36, 9], image_size=(48, 48))
+    assert boxes.shape == (batch, 7, 4) and counts.tolist() == [len(d["scores"]) for d in ragged]
+    assert min(counts.tolist()) >= 1
+    for b, det in enumerate(ragged):
+        n = int(counts[b])
+        assert torch.equal(scores[b, :n], det["scores"]) and torch.equal(labels[b, :n], det["labels"])
+        assert torch.allclose(boxes[b, :n], det["boxes"], atol=1e-5)
+        assert (labels[b, n:] == -1).all() and (scores[b, n:] == 0).all() and (boxes[b, n:] == 0).all()
