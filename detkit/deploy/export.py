@@ -11,6 +11,7 @@ from typing import Any, Literal
 import torch
 
 from detkit.deploy.graph import DeployGraph
+from detkit.ops import nms as _registers_nms_per_image  # noqa: F401  torch.ops.detkit.nms_per_image
 from detkit.inference import Predictor
 
 __all__ = ["SIDECAR_VERSION", "export_model", "read_sidecar", "sidecar_path"]
@@ -19,6 +20,20 @@ __all__ = ["SIDECAR_VERSION", "export_model", "read_sidecar", "sidecar_path"]
 SIDECAR_VERSION = 1
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript"}
 OUTPUT_NAMES = ["boxes", "scores", "labels", "num_detections"]
+
+
+def _nms_per_image_onnx(boxes: Any, scores: Any, iou_threshold: float) -> Any:
+    """ONNX translation of :func:`detkit.ops.nms.nms_per_image`: one ``NonMaxSuppression`` with the
+    images as its batch axis and score threshold ``-0.5`` (masked candidates score ``-1``), its
+    ``[K, 3]`` selection (image, class, box) scattered into a ``[B, N]`` mask. Per image, NMS
+    compares each candidate only with the kept boxes of its own image."""
+    from onnxscript import opset18 as op
+
+    selected = op.NonMaxSuppression(boxes, op.Unsqueeze(scores, [1]), 0x7FFFFFFFFFFFFFFF, iou_threshold, -0.5)
+    pairs = op.Concat(op.Slice(selected, [0], [1], [1]), op.Slice(selected, [2], [3], [1]), axis=1)  # [K, 2]
+    ones = op.Expand(op.Constant(value_int=1), op.Slice(op.Shape(selected), [0], [1]))  # [K]
+    mask = op.ScatterND(op.Expand(op.Constant(value_int=0), op.Shape(scores)), pairs, ones)
+    return op.Cast(mask, to=9)  # BOOL
 
 
 def sidecar_path(model_path: str | Path) -> Path:
@@ -67,6 +82,7 @@ def export_model(
             torch.onnx.export(
                 graph, (example,), str(path), dynamo=True, external_data=False, dynamic_shapes=dynamic,
                 input_names=["images"], output_names=OUTPUT_NAMES, verbose=False,
+                custom_translation_table={torch.ops.detkit.nms_per_image.default: _nms_per_image_onnx},
             )  # fmt: skip
         else:
             torch.jit.trace(graph, example, check_trace=False).save(str(path))

@@ -128,7 +128,7 @@ class TorchScriptPredictor(ExportedPredictor):
         path: The ``.torchscript`` file (its ``.torchscript.json`` sidecar beside it).
         """
         super().__init__(path)
-        import torchvision  # noqa: F401  registers torchvision::nms, which the graph calls
+        import detkit.ops.nms  # noqa: F401  registers detkit::nms_per_image, which the graph calls
 
         try:
             with warnings.catch_warnings():

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from tiny import SHAPE_NAMES, write_checkpoint
+from tiny import SHAPE_NAMES, assert_same_detections, write_checkpoint
 
 from detkit.commands import main as detkit_main
 from detkit.data import ShapesReader
@@ -12,23 +12,6 @@ from detkit.inference import Predictor, load_detector
 for _module in ("onnx", "onnxscript", "onnxruntime"):
     pytest.importorskip(_module)
 THRESHOLD = 0.2  # well under 100 detections per image: the sets compared are complete
-
-
-def assert_same_detections(actual, expected):
-    """Same detections as sets: labels equal, boxes within 1e-3 relative, scores within 1e-4."""
-    assert len(actual) == len(expected)
-    for got, want in zip(actual, expected):
-        assert len(got["scores"]) == len(want["scores"]), (got["scores"], want["scores"])
-        unmatched = list(range(len(got["scores"])))
-        for box, score, label in zip(want["boxes"], want["scores"], want["labels"]):
-            match = [
-                j for j in unmatched
-                if got["labels"][j] == label and abs(float(got["scores"][j] - score)) <= 1e-4
-                and torch.allclose(got["boxes"][j], box, rtol=1e-3, atol=1e-3)
-            ]  # fmt: skip
-            assert match, f"no match for {label} {float(score):.5f} {box.tolist()}"
-            unmatched.remove(match[0])
-        assert got["names"] == [SHAPE_NAMES[i] for i in got["labels"].tolist()]
 
 
 @pytest.fixture(scope="module")
@@ -103,8 +86,12 @@ def test_detkit_export_command_writes_onnx_torchscript_and_int8(trained_shapes_m
     assert detkit_main(["export", "--ckpt_path", str(ckpt), "--int8", "--calib-images", str(calib), "--dynamic-batch"]) == 0
     assert detkit_main(["export", "--ckpt_path", str(ckpt), "--format", "torchscript"]) == 0
     config = tmp_path / "data.yaml"  # calibration images from a config's training split
-    config.write_text("data:\n  train: {class_path: detkit.data.ShapesReader, init_args: {num_images: 8, seed: 3}}\n"
-                      "  val: {class_path: detkit.data.ShapesReader, init_args: {num_images: 2, seed: 4}}\n  input_size: 96\n")  # fmt: skip
+    import yaml
+    from tiny import TINY_DETECTOR
+
+    shapes = lambda n, seed: {"class_path": "detkit.data.ShapesReader", "init_args": {"num_images": n, "seed": seed}}  # noqa: E731
+    config.write_text(yaml.safe_dump({"model": {"detector": TINY_DETECTOR},
+                                      "data": {"train": shapes(8, 3), "val": shapes(2, 4), "input_size": 96}}))  # fmt: skip
     assert detkit_main(["export", "--ckpt_path", str(ckpt), "--int8", "--config", str(config), "--name", "from_config"]) == 0
     out = tmp_path / "run" / "export"  # beside checkpoints/, as explain/ is
     assert {p.name for p in out.iterdir()} == {

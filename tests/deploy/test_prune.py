@@ -3,7 +3,7 @@
 import pytest
 import torch
 import yaml
-from tiny import SHAPE_NAMES, cpu_trainer, shapes_loader, tiny_module, write_checkpoint
+from tiny import SHAPE_NAMES, assert_same_detections, cpu_trainer, shapes_loader, tiny_module, write_checkpoint
 
 from detkit.commands import main as detkit_main
 from detkit.inference import load_detector
@@ -40,7 +40,6 @@ def test_prune_removes_channels_and_the_checkpoint_loads_exports_and_fine_tunes(
                                           and n == _name(pruned.detector, layer)).out_channels  # fmt: skip
     # The saved pruned checkpoint computes what the in-memory pruned detector computed, and exports.
     from detkit.deploy import export_model, prune_detector
-    from test_export import assert_same_detections
 
     in_memory = load_detector(ckpt).detector
     prune_detector(in_memory, 0.5, 128)

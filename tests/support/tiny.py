@@ -79,3 +79,20 @@ def write_checkpoint(module: DetectionModule, path: Any, input_size: int = 96, p
     checkpoint["detkit"].update(input_size=input_size, pad_multiple=pad_multiple)
     torch.save(checkpoint, path)
     return path
+
+
+def assert_same_detections(actual: list[dict[str, Any]], expected: list[dict[str, Any]]) -> None:
+    """Same detections as sets: labels equal, boxes within 1e-3 relative, scores within 1e-4."""
+    assert len(actual) == len(expected)
+    for got, want in zip(actual, expected):
+        assert len(got["scores"]) == len(want["scores"]), (got["scores"], want["scores"])
+        unmatched = list(range(len(got["scores"])))
+        for box, score, label in zip(want["boxes"], want["scores"], want["labels"]):
+            match = [
+                j for j in unmatched
+                if got["labels"][j] == label and abs(float(got["scores"][j] - score)) <= 1e-4
+                and torch.allclose(got["boxes"][j], box, rtol=1e-3, atol=1e-3)
+            ]  # fmt: skip
+            assert match, f"no match for {label} {float(score):.5f} {box.tolist()}"
+            unmatched.remove(match[0])
+        assert sorted(zip(got["labels"].tolist(), got["names"])) == sorted(zip(want["labels"].tolist(), want["names"]))

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torchvision.ops import batched_nms, nms
+from torchvision.ops import batched_nms
 
 from detkit.ops.boxes import clip_boxes, decode_ltrb
+from detkit.ops.nms import nms_per_image
 from detkit.types import Detections
 
 __all__ = ["FCOSDecoder"]
@@ -158,12 +159,10 @@ class FCOSDecoder(nn.Module):
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """The detections of :meth:`forward` as fixed-shape tensors, without data-dependent shapes.
 
-        One ``torchvision.ops.nms`` call serves every image and class: the boxes of class ``k`` of
-        image ``b`` are shifted by ``k * (S + 1)`` in x and ``b * (S + 1)`` in y, so boxes of
-        different groups never overlap (``batched_nms``' offset trick, with offsets growing with
-        ``max(B, K)`` rather than ``B * K`` to keep float32 precision). Candidates below the
-        threshold get score ``-1``: they enter NMS last, so they can only suppress each other, and
-        are masked out afterwards.
+        NMS runs per image (:func:`~detkit.ops.nms.nms_per_image`, one ONNX ``NonMaxSuppression``
+        with the batch as its batch axis) and per class by shifting the boxes of class ``k`` by
+        ``k * (S + 1)`` in x, so boxes of different classes never overlap (``batched_nms``' offset
+        trick). Candidates below the threshold get score ``-1`` and take no part.
 
         Args:
             cls_logits, ltrb, quality_logits, points, image_size, score_threshold: As :meth:`forward`.
@@ -176,20 +175,16 @@ class FCOSDecoder(nn.Module):
         """
         threshold = self.score_threshold if score_threshold is None else score_threshold
         scores, boxes, labels, _, _ = self._candidates(cls_logits, ltrb, quality_logits, points, level_sizes, image_size)
-        batch = scores.shape[0]
         valid = (scores > threshold) & (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])
         masked = torch.where(valid, scores, torch.full_like(scores, -1.0))  # (B, C)
         masked, order = masked.topk(min(self.pre_nms_topk or masked.shape[1], masked.shape[1]), dim=1)  # (B, N)
         boxes = boxes.gather(1, order[..., None].expand(-1, -1, 4))
         labels = labels.gather(1, order)
         num = masked.shape[1]
-        span = float(max(image_size) + 1)
-        shift_x = labels.to(boxes.dtype) * span  # (B, N)
-        shift_y = torch.arange(batch, device=labels.device, dtype=boxes.dtype)[:, None].expand_as(shift_x) * span
-        shift = torch.stack((shift_x, shift_y, shift_x, shift_y), dim=-1)  # (B, N, 4)
-        keep = nms((boxes + shift).reshape(-1, 4), masked.reshape(-1), self.nms_iou)
-        kept = torch.zeros(batch * num, dtype=masked.dtype, device=masked.device).index_fill(0, keep, 1.0)
-        final = torch.where(kept.reshape(batch, num) > 0, masked, torch.full_like(masked, -1.0))
+        shift_x = labels.to(boxes.dtype)[..., None] * float(max(image_size) + 1)  # (B, N, 1)
+        shifted = boxes + torch.cat((shift_x, torch.zeros_like(shift_x)), dim=-1).repeat(1, 1, 2)
+        kept = nms_per_image(shifted, masked, self.nms_iou)  # (B, N) bool
+        final = torch.where(kept, masked, torch.full_like(masked, -1.0))
         top_scores, top = final.topk(min(self.max_detections, num), dim=1)  # (B, D')
         found = top_scores >= 0
         pad = self.max_detections - top.shape[1]
