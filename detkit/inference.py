@@ -167,6 +167,9 @@ def load_detector(path: str | Path, device: str | torch.device = "cpu", trusted:
     if path.suffix in (".onnx", ".torchscript"):
         from detkit.deploy.runtime import OnnxPredictor, TorchScriptPredictor
 
+        if torch.device(device).type != "cpu":
+            raise ValueError(f"{path}: exported models run on the CPU here (onnxruntime / TorchScript), not {device}")
+
         return (OnnxPredictor if path.suffix == ".onnx" else TorchScriptPredictor)(path)  # type: ignore[return-value]
     checkpoint = read_checkpoint(path)  # names the file if missing, unreadable or not detkit's
     try:

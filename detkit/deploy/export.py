@@ -56,7 +56,7 @@ def export_model(
         path: The model file to write (``.onnx`` / ``.torchscript``); folders are created.
         format: ``"onnx"`` (``torch.onnx.export(dynamo=True)``, weights inside the file, standard
             ONNX ops: ``NonMaxSuppression``, ``TopK``, ...) or ``"torchscript"`` (``torch.jit.trace``;
-            needs torchvision's ``nms`` op where it runs).
+            calls ``detkit::nms_per_image``, so it loads where detkit is installed).
         dynamic_batch: ONNX: any batch size instead of 1 (TorchScript traces take any batch).
         score_threshold: Detections must score above this (default: the head's); ``predict`` can
             raise it later, not lower it.
