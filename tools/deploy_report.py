@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -213,16 +214,15 @@ def render(args: argparse.Namespace) -> None:
 
         fig, axes = plt.subplots(1, len(reports), figsize=(6.5 * len(reports), 4.8), squeeze=False)
         for ax, report in zip(axes[0], reports):
-            for row in report["rows"]:
-                if row["map"] is None:
-                    continue
-                ax.scatter(row["latency_ms"], row["map"], s=40)
-                ax.annotate(row["variant"].replace(" fine-tune", " ft").split(" (")[0] + ("" if "(" not in row["variant"] else ", " + row["variant"].split("), ")[-1]),
-                            (row["latency_ms"], row["map"]), fontsize=7, xytext=(4, 2), textcoords="offset points")  # fmt: skip
+            markers = "osD^v<>Pp*hX"
+            for i, row in enumerate(r for r in report["rows"] if r["map"] is not None):
+                label = re.sub(r" \(\d+ s\)", "", row["variant"]).replace("fine-tune", "ft").replace(" (own exporter, NMS inside)", "")
+                ax.scatter(row["latency_ms"], row["map"], s=45, marker=markers[i % len(markers)], label=label)
             ax.set_xlabel(f"latency, batch 1, ms ({report['threads']} threads)")
             ax.set_ylabel("COCO mAP (test split)")
             ax.set_title(f"{report['name']} ({report['side']} px)")
             ax.grid(alpha=0.3)
+            ax.legend(fontsize=7, loc="lower right")
         fig.tight_layout()
         fig.savefig(args.pareto, dpi=110)
 
