@@ -95,5 +95,7 @@ def test_pruned_shapes_rebuild_a_frozen_batchnorm_mobilenet_exactly():
     assert frozen and any(name in pruned for name in frozen)  # FrozenBatchNorm2d narrowed with its conv
     rebuilt = build(pruned)
     rebuilt.load_state_dict(detector.state_dict())  # strict: every shape matches
+    frozen_flags = [p.requires_grad for p in rebuilt.parameters()]
+    assert frozen_flags == [p.requires_grad for p in build().parameters()] and not all(frozen_flags)  # frozen stages stay frozen
     images = torch.rand(2, 3, 128, 128)
     assert torch.allclose(rebuilt(images)["cls_logits"], detector(images)["cls_logits"], atol=1e-5)
