@@ -14,11 +14,9 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from detkit.data import DetectionDataModule
-from detkit.evaluation import CocoEvaluator
+from detkit.commands.evaluate import evaluate_checkpoint
 from detkit.evaluation.cocoeval import evaluate_coco
 from detkit.inference import Predictor
-from detkit.module import to_original_pixels
 
 Detect = Callable[[torch.Tensor], list[dict[str, torch.Tensor]]]
 
@@ -28,14 +26,9 @@ def detect_fn(model: Any) -> Detect:
     return model.detector.predict_batch if isinstance(model, Predictor) else model.predict_batch
 
 
-def test_map(detect: Detect, datamodule: DetectionDataModule) -> dict[str, float]:
-    """COCO map / map_50 of ``detect`` on the test split, scored as ``detkit test`` scores it."""
-    datamodule.setup("test")
-    evaluator = CocoEvaluator()
-    with torch.inference_mode():
-        for images, targets in datamodule.test_dataloader():
-            evaluator.update(*to_original_pixels(detect(images), targets))
-    gt, dt = evaluator.coco_inputs(datamodule.class_names, datamodule.category_ids)
+def test_map(path: Path, configs: list[str]) -> dict[str, float]:
+    """COCO map / map_50 of a checkpoint or export on the configs' test split: ``detkit evaluate --ckpt_path``'s own path."""
+    gt, dt = evaluate_checkpoint(Path(path), [Path(c) for c in configs], [])
     stats = dict(evaluate_coco(gt, dt).stats)
     return {"map": stats["map"], "map_50": stats["map_50"]}
 

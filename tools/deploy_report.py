@@ -25,38 +25,38 @@ from typing import Any
 import torch
 
 from detkit.cli import build_data
-from detkit.deploy import OnnxPredictor, TorchScriptPredictor, export_model
+from detkit.deploy import export_model
 from detkit.commands.prune import main as prune_main
 from detkit.deploy.quantize import quantize_int8
 from detkit.inference import load_detector
+from detkit.ops.letterbox import Letterbox
 from tools.accuracy_measure import cpu_description, run_logged
-from tools.deploy_measure import detect_fn, detector_gflops, file_mb, isolated_speed, state_dict_mb, test_map
+from tools.deploy_measure import detector_gflops, file_mb, isolated_speed, state_dict_mb, test_map
 
 
 VARIANTS: dict[str, tuple[str, str]] = {}  # variant -> (kind, file) for isolated_speed, all timed at the end
 
 
-def _row(name: str, model: Any, datamodule: Any, timing: tuple[str, Path], size_mb: float, gflops: float) -> dict[str, Any]:
-    VARIANTS[name] = (timing[0], str(timing[1]))
-    row = {"variant": name, **test_map(detect_fn(model), datamodule), "size_mb": size_mb, "gflops": gflops}
+def _row(name: str, kind: str, path: Path, configs: list[str], size_mb: float, gflops: float) -> dict[str, Any]:
+    VARIANTS[name] = (kind, str(path))
+    row = {"variant": name, **test_map(path, configs), "size_mb": size_mb, "gflops": gflops}
     print(json.dumps(row), flush=True)
     return row
 
 
-def _exported_rows(prefix: str, ckpt: Path, out: Path, args: argparse.Namespace, datamodule: Any,
-                   calibration: list, torchscript: bool = False) -> list[dict[str, Any]]:  # fmt: skip
+def _exported_rows(prefix: str, ckpt: Path, out: Path, args: argparse.Namespace, calibration: list, torchscript: bool = False) -> list[dict[str, Any]]:  # fmt: skip
     model = load_detector(ckpt)
     side = model.letterbox.padded_size
     gflops = detector_gflops(model, side)
     rows = []
     if torchscript:
-        rows.append(_row(f"{prefix}PyTorch fp32", model, datamodule, ("pytorch", ckpt), state_dict_mb(model), gflops))
+        rows.append(_row(f"{prefix}PyTorch fp32", "pytorch", ckpt, args.config, state_dict_mb(model), gflops))
         path = export_model(model, out / "model.torchscript", "torchscript")
-        rows.append(_row(f"{prefix}TorchScript fp32", TorchScriptPredictor(path), datamodule, ("torchscript", path), file_mb(path), gflops))
+        rows.append(_row(f"{prefix}TorchScript fp32", "torchscript", path, args.config, file_mb(path), gflops))
     onnx = export_model(model, out / "model.onnx", "onnx", dynamic_batch=True)
-    rows.append(_row(f"{prefix}ONNX fp32", OnnxPredictor(onnx, args.threads), datamodule, ("onnx", onnx), file_mb(onnx), gflops))
+    rows.append(_row(f"{prefix}ONNX fp32", "onnx", onnx, args.config, file_mb(onnx), gflops))
     int8 = quantize_int8(onnx, out / "model.int8.onnx", calibration)
-    rows.append(_row(f"{prefix}ONNX int8", OnnxPredictor(int8, args.threads), datamodule, ("onnx", int8), file_mb(int8), gflops))
+    rows.append(_row(f"{prefix}ONNX int8", "onnx", int8, args.config, file_mb(int8), gflops))
     return rows
 
 
@@ -92,15 +92,15 @@ def measure(args: argparse.Namespace) -> None:
     train = datamodule.reader("train")
     step = max(1, len(train) // args.calib_count)
     calibration = [train[i][0] for i in range(0, len(train), step)][: args.calib_count]
-    rows = _exported_rows("", Path(args.ckpt), out / "fp32", args, datamodule, calibration, torchscript=True)
+    rows = _exported_rows("", Path(args.ckpt), out / "fp32", args, calibration, torchscript=True)
     for ratio in args.ratios:
         pruned = out / f"pruned_{ratio:g}" / "pruned.ckpt"
         if not (args.reuse and pruned.exists()) and prune_main(["--ckpt_path", str(args.ckpt), "--ratio", str(ratio), "--out", str(pruned)]) != 0:
             raise RuntimeError(f"detkit prune failed on {args.ckpt}")
         model = load_detector(pruned)
         onnx = export_model(model, out / f"pruned_{ratio:g}" / "model.onnx", "onnx", dynamic_batch=True)
-        rows.append(_row(f"pruned {ratio:.0%}, no fine-tune, ONNX fp32", OnnxPredictor(onnx, args.threads), datamodule,
-                         ("onnx", onnx), file_mb(onnx), detector_gflops(model, side)))  # fmt: skip
+        rows.append(_row(f"pruned {ratio:.0%}, no fine-tune, ONNX fp32", "onnx", onnx, args.config, file_mb(onnx),
+                         detector_gflops(model, side)))  # fmt: skip
         run_dir = out / f"pruned_{ratio:g}" / "finetune"
         tuned, wall_file = run_dir / "checkpoints" / "last.ckpt", run_dir.with_suffix(".wall")
         if not (args.reuse and tuned.exists() and wall_file.exists()):
@@ -111,7 +111,7 @@ def measure(args: argparse.Namespace) -> None:
             wall_file.write_text(str(wall))
         wall = float(wall_file.read_text())
         prefix = f"pruned {ratio:.0%} + fine-tune {args.finetune_epochs} ep ({wall:.0f} s), "
-        rows += _exported_rows(prefix, tuned, out / f"pruned_{ratio:g}" / "export", args, datamodule, calibration)
+        rows += _exported_rows(prefix, tuned, out / f"pruned_{ratio:g}" / "export", args, calibration)
     try:
         yolo = _yolo_row(args, out, side)
     except (RuntimeError, OSError, IndexError) as error:  # the peer is optional: say why it is missing
@@ -159,7 +159,7 @@ def norm_effect(args: argparse.Namespace) -> None:
         for node in onnx.load(str(int8)).graph.node:
             counts[node.op_type] = counts.get(node.op_type, 0) + 1
         ops[norm] = {k: counts.get(k, 0) for k in ("Conv", "QuantizeLinear", "DequantizeLinear", "InstanceNormalization", "BatchNormalization")}
-    padded, _ = load_letterbox(size, pad)(datamodule.reader("val")[0][0])
+    padded, _ = Letterbox(size, pad_multiple=pad)(datamodule.reader("val")[0][0])
     image = torch.from_numpy(padded).permute(2, 0, 1).float() / 255.0
     timings = isolated_speed(sessions, image, args.threads, args.runs, out)
     result = {"cpu": cpu_description(), "threads": args.threads, "timings": timings, "int8_ops": ops}
@@ -169,12 +169,6 @@ def norm_effect(args: argparse.Namespace) -> None:
         print(f"{norm:5s} head: fp32 {fp32['latency_ms']:.1f} ms, int8 {int8['latency_ms']:.1f} ms "
               f"({fp32['latency_ms'] / int8['latency_ms']:.2f}x); bs8 {fp32['throughput']:.1f} -> {int8['throughput']:.1f} img/s; "
               f"int8 graph ops {ops[norm]}")  # fmt: skip
-
-
-def load_letterbox(size: int, pad: int) -> Any:
-    from detkit.ops.letterbox import Letterbox
-
-    return Letterbox(size, pad_multiple=pad)
 
 
 def _fmt(value: Any, spec: str) -> str:

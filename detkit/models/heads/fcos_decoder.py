@@ -196,3 +196,26 @@ class FCOSDecoder(nn.Module):
             out_scores = torch.nn.functional.pad(out_scores, (0, pad))
             out_labels = torch.nn.functional.pad(out_labels, (0, pad), value=-1)
         return out_boxes, out_scores, out_labels, found.sum(dim=1)
+
+    def decode(
+        self, outputs: dict[str, Tensor], image_size: tuple[int, int], score_threshold: float | None = None
+    ) -> list[Detections]:
+        """:meth:`forward` on a dense head's outputs dict (``cls_logits``, ``ltrb``, ``points``,
+        ``point_strides`` and, when the head has them, ``quality_logits``)."""
+        return self(
+            outputs["cls_logits"], outputs["ltrb"], outputs.get("quality_logits"), outputs["points"],
+            outputs["point_strides"], image_size=image_size, score_threshold=score_threshold,
+        )  # fmt: skip
+
+    def decode_padded(
+        self,
+        outputs: dict[str, Tensor],
+        image_size: tuple[int, int],
+        level_sizes: list[int],
+        score_threshold: float | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """:meth:`padded` on a dense head's outputs dict (see :meth:`decode`)."""
+        return self.padded(
+            outputs["cls_logits"], outputs["ltrb"], outputs.get("quality_logits"), outputs["points"], level_sizes,
+            image_size, score_threshold,
+        )  # fmt: skip

@@ -208,15 +208,7 @@ class TaskAlignedHead(DenseHead):
         self, outputs: dict[str, Tensor], image_size: tuple[int, int], score_threshold: float | None = None
     ) -> list[Detections]:
         """Decode detections with the head's decoder (see :meth:`DenseHead.predict`)."""
-        return self.decoder(
-            outputs["cls_logits"],
-            outputs["ltrb"],
-            None,
-            outputs["points"],
-            outputs["point_strides"],
-            image_size=image_size,
-            score_threshold=score_threshold,
-        )
+        return self.decoder.decode(outputs, image_size, score_threshold)
 
     def predict_padded(
         self,
@@ -226,9 +218,7 @@ class TaskAlignedHead(DenseHead):
         score_threshold: float | None = None,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Fixed-shape decoding with the head's decoder (see :meth:`DenseHead.predict_padded`)."""
-        return self.decoder.padded(
-            outputs["cls_logits"], outputs["ltrb"], None, outputs["points"], level_sizes, image_size, score_threshold
-        )
+        return self.decoder.decode_padded(outputs, image_size, level_sizes, score_threshold)
 
     def prediction_layers(self) -> list[nn.Module]:
         """Class and box-distribution prediction convolutions (see :meth:`DenseHead.prediction_layers`)."""
