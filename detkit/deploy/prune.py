@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from detkit.checkpoints import migrate_checkpoint, read_checkpoint
@@ -49,9 +50,10 @@ def prune_detector(detector: Detector, ratio: float, side: int, round_to: int | 
     FPN lateral/output convolutions that are added together, the head's towers shared across
     levels, depthwise convolutions, BatchNorm / FrozenBatchNorm / GroupNorm after a convolution
     (GroupNorm keeps its groups: each loses the same number of channels, so a 64-channel
-    GroupNorm of 32 groups can only go to 32 channels). The head's prediction layers keep their
-    outputs (classes, box sides). Channel counts are rounded to multiples of ``round_to``: oneDNN
-    and onnxruntime run irregular widths (45, 67, ...) slower than the wider aligned ones.
+    GroupNorm of 32 groups can only go to 32 channels, whatever ``ratio`` below 0.5). The head's
+    prediction layers keep their outputs (classes, box sides). Channel counts of layers without
+    GroupNorm are rounded to multiples of ``round_to``: oneDNN and onnxruntime run irregular widths
+    (45, 67, ...) slower than the wider aligned ones; GroupNorm layers stay multiples of their groups.
     """
     try:
         import torch_pruning as tp
@@ -63,20 +65,42 @@ def prune_detector(detector: Detector, ratio: float, side: int, round_to: int | 
     shapes_of_others = {n: p.shape for n, p in detector.named_parameters()}
     detector.eval()
     example = torch.rand(1, 3, side, side, device=next(detector.parameters()).device)
+    kept = detector.head.prediction_layers()
+    custom = {FrozenBatchNorm2d: _frozen_batch_norm_pruner(tp)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Torch-Pruning's notes on parameters outside layers (FCOS scales)
-        pruner = tp.pruner.MetaPruner(
-            detector, example, importance=tp.importance.GroupMagnitudeImportance(p=2), pruning_ratio=ratio,
-            ignored_layers=detector.head.prediction_layers(),
-            customized_pruners={FrozenBatchNorm2d: _frozen_batch_norm_pruner(tp)}, round_to=round_to,
-        )  # fmt: skip
-        pruner.step()
+        grouped = _group_norm_convs(tp, detector, example, kept, custom)
+        convs = [m for m in detector.modules() if isinstance(m, nn.Conv2d)]
+        # Torch-Pruning's round_to counts channels per GroupNorm group against the whole layer, which
+        # leaves GroupNorm-coupled layers (the head's towers) unpruned: those get a pass of their own,
+        # where losing the same number of channels in each group keeps them multiples of the group count.
+        for ignored, round_channels in ((kept + grouped, round_to), (kept + [m for m in convs if m not in grouped], None)):
+            pruner = tp.pruner.MetaPruner(
+                detector, example, importance=tp.importance.GroupMagnitudeImportance(p=2), pruning_ratio=ratio,
+                ignored_layers=ignored, customized_pruners=custom, round_to=round_channels,
+            )  # fmt: skip
+            pruner.step()
     after = layer_shapes(detector)
     layer_params = {f"{name}.{p}" for name in after for p in ("weight", "bias")}
     moved = [n for n, p in detector.named_parameters() if n not in layer_params and p.shape != shapes_of_others[n]]
     if moved:
         raise RuntimeError(f"pruning changed parameters outside convolution/normalisation layers: {moved}")
     return {name: shape for name, shape in after.items() if shape != before[name]}
+
+
+def _group_norm_convs(tp: Any, detector: nn.Module, example: torch.Tensor, kept: list, custom: dict) -> list[nn.Conv2d]:
+    """The convolutions whose output channels are coupled to a ``GroupNorm`` (Torch-Pruning's dependency graph)."""
+    graph = tp.DependencyGraph().build_dependency(detector, example_inputs=example, customized_pruners=custom)
+    found: list[nn.Conv2d] = []
+    for group in graph.get_all_groups(ignored_layers=kept, root_module_types=[nn.Conv2d]):
+        modules = [dep.target.module for dep, _ in group]
+        if any(isinstance(m, nn.GroupNorm) for m in modules):
+            found += [
+                dep.target.module for dep, _ in group
+                if isinstance(dep.target.module, nn.Conv2d) and graph.is_out_channel_pruning_fn(dep.handler)
+                and dep.target.module not in found
+            ]  # fmt: skip
+    return found
 
 
 def prune_checkpoint(

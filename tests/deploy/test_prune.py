@@ -35,6 +35,8 @@ def test_prune_removes_channels_and_the_checkpoint_loads_exports_and_fine_tunes(
     shapes = layer_shapes(pruned.detector)
     assert shapes["backbone.stages.3.1.conv"] == [64, 64, 1]  # 128 -> 64 out channels
     assert all(f.channels == 32 for f in pruned.detector.feature_info)  # FPN 64 -> 32, every level alike
+    towers = {n: s for n, s in layer_shapes(original.detector).items() if n.startswith("head.") and len(s) == 2}
+    assert towers and all(shapes[n] == [groups, channels // 2] for n, (groups, channels) in towers.items())  # GroupNorm towers halved, groups kept
     for layer in pruned.detector.head.prediction_layers():  # classes and box outputs kept
         assert layer.out_channels == next(m for n, m in original.detector.named_modules() if m is not None
                                           and n == _name(pruned.detector, layer)).out_channels  # fmt: skip
