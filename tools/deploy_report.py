@@ -106,7 +106,7 @@ def measure(args: argparse.Namespace) -> None:
         if not (args.reuse and tuned.exists() and wall_file.exists()):
             wall = run_logged([sys.executable, "-m", "detkit", "fit", *config, f"--config={pruned.with_suffix('.yaml')}",
                                f"--trainer.max_epochs={args.finetune_epochs}", f"--trainer.default_root_dir={run_dir}",
-                               f"--model.optimizer.init_args.lr={args.finetune_lr}"],
+                               f"--model.optimizer.init_args.lr={args.finetune_lr}", *args.finetune_arg],
                               run_dir.with_suffix(".log"))  # fmt: skip
             wall_file.write_text(str(wall))
         wall = float(wall_file.read_text())
@@ -232,6 +232,8 @@ def main() -> None:
     m.add_argument("--ratios", type=float, nargs="*", default=[0.3, 0.5])
     m.add_argument("--finetune-epochs", type=int, default=5)
     m.add_argument("--finetune-lr", type=float, default=0.001)
+    m.add_argument("--finetune-arg", action="append", default=[],
+                   help="one more detkit fit argument for the fine-tune, e.g. --finetune-arg=--model.lr_scheduler.init_args.T_max=10")
     m.add_argument("--threads", type=int, default=2)
     m.add_argument("--runs", type=int, default=100, help="timed batch-1 calls per variant")
     m.add_argument("--reuse", action="store_true", help="keep pruned checkpoints and fine-tunings already under --out")

@@ -162,7 +162,9 @@ class FCOSDecoder(nn.Module):
         NMS runs per image (:func:`~detkit.ops.nms.nms_per_image`, one ONNX ``NonMaxSuppression``
         with the batch as its batch axis) and per class by shifting the boxes of class ``k`` by
         ``k * (S + 1)`` in x, so boxes of different classes never overlap (``batched_nms``' offset
-        trick). Candidates below the threshold get score ``-1`` and take no part.
+        trick), stopping once ``max_detections`` boxes survive (greedy NMS keeps in descending score,
+        so those are the ones :meth:`forward` returns). Candidates below the threshold get score
+        ``-1`` and take no part.
 
         Args:
             cls_logits, ltrb, quality_logits, points, image_size, score_threshold: As :meth:`forward`.
@@ -183,7 +185,7 @@ class FCOSDecoder(nn.Module):
         num = masked.shape[1]
         shift_x = labels.to(boxes.dtype)[..., None] * float(max(image_size) + 1)  # (B, N, 1)
         shifted = boxes + torch.cat((shift_x, torch.zeros_like(shift_x)), dim=-1).repeat(1, 1, 2)
-        kept = nms_per_image(shifted, masked, self.nms_iou)  # (B, N) bool
+        kept = nms_per_image(shifted, masked, self.nms_iou, self.max_detections)  # (B, N) bool, the top D survivors
         final = torch.where(kept, masked, torch.full_like(masked, -1.0))
         top_scores, top = final.topk(min(self.max_detections, num), dim=1)  # (B, D')
         found = top_scores >= 0
