@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 from pathlib import Path
 from collections.abc import Sequence
@@ -49,11 +50,10 @@ def prune_detector(detector: Detector, ratio: float, side: int, round_to: int | 
     Torch-Pruning's dependency graph (traced on an ``S x S`` input) keeps coupled layers consistent:
     FPN lateral/output convolutions that are added together, the head's towers shared across
     levels, depthwise convolutions, BatchNorm / FrozenBatchNorm / GroupNorm after a convolution
-    (GroupNorm keeps its groups: each loses the same number of channels, so a 64-channel
-    GroupNorm of 32 groups can only go to 32 channels, whatever ``ratio`` below 0.5). The head's
-    prediction layers keep their outputs (classes, box sides). Channel counts of layers without
-    GroupNorm are rounded to multiples of ``round_to``: oneDNN and onnxruntime run irregular widths
-    (45, 67, ...) slower than the wider aligned ones; GroupNorm layers stay multiples of their groups.
+    (GroupNorm loses whole groups, so its kept channels are normalised as they were trained). The
+    head's prediction layers keep their outputs (classes, box sides). Channel counts are rounded to
+    multiples of ``round_to``: oneDNN and onnxruntime run irregular widths (45, 67, ...) slower
+    than the wider aligned ones.
     """
     try:
         import torch_pruning as tp
@@ -69,17 +69,17 @@ def prune_detector(detector: Detector, ratio: float, side: int, round_to: int | 
     custom = {FrozenBatchNorm2d: _frozen_batch_norm_pruner(tp)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Torch-Pruning's notes on parameters outside layers (FCOS scales)
-        grouped = _group_norm_convs(tp, detector, example, kept, custom)
-        convs = [m for m in detector.modules() if isinstance(m, nn.Conv2d)]
-        # Torch-Pruning's round_to counts channels per GroupNorm group against the whole layer, which
-        # leaves GroupNorm-coupled layers (the head's towers) unpruned: those get a pass of their own,
-        # where losing the same number of channels in each group keeps them multiples of the group count.
-        for ignored, round_channels in ((kept + grouped, round_to), (kept + [m for m in convs if m not in grouped], None)):
-            pruner = tp.pruner.MetaPruner(
-                detector, example, importance=tp.importance.GroupMagnitudeImportance(p=2), pruning_ratio=ratio,
-                ignored_layers=ignored, customized_pruners=custom, round_to=round_channels,
-            )  # fmt: skip
-            pruner.step()
+        # Layers tied to a GroupNorm (the head's towers) lose whole GroupNorm groups, in a pass of their
+        # own: the kept channels are then normalised over exactly the channels they were trained with.
+        # (Torch-Pruning would take the same number of channels out of every group, which renormalises
+        # them all, and its round_to leaves such layers unpruned.)
+        pruner = tp.pruner.MetaPruner(
+            detector, example, importance=tp.importance.GroupMagnitudeImportance(p=2), pruning_ratio=ratio,
+            ignored_layers=kept + _group_norm_convs(tp, detector, example, kept, custom), customized_pruners=custom,
+            round_to=round_to,
+        )  # fmt: skip
+        pruner.step()
+        _remove_group_norm_groups(tp, detector, example, ratio, kept, custom, round_to)
     after = layer_shapes(detector)
     layer_params = {f"{name}.{p}" for name in after for p in ("weight", "bias")}
     moved = [n for n, p in detector.named_parameters() if n not in layer_params and p.shape != shapes_of_others[n]]
@@ -101,6 +101,39 @@ def _group_norm_convs(tp: Any, detector: nn.Module, example: torch.Tensor, kept:
                 and dep.target.module not in found
             ]  # fmt: skip
     return found
+
+
+def _remove_group_norm_groups(
+    tp: Any, detector: nn.Module, example: torch.Tensor, ratio: float, kept: list, custom: dict, round_to: int | None
+) -> None:
+    """Prune each GroupNorm-coupled dependency group by whole GroupNorm groups (the ``ratio`` of
+    groups with the least L2 magnitude, kept channels a multiple of ``round_to``), in place."""
+    importance = tp.importance.GroupMagnitudeImportance(p=2)
+    done: set[int] = set()
+    while True:  # one dependency group at a time, on a graph traced after the previous one was pruned
+        graph = tp.DependencyGraph().build_dependency(detector, example_inputs=example, customized_pruners=custom)
+        for group in graph.get_all_groups(ignored_layers=kept, root_module_types=[nn.Conv2d]):
+            norms = list({id(dep.target.module): dep.target.module for dep, _ in group if isinstance(dep.target.module, nn.GroupNorm)}.values())
+            if norms and id(norms[0]) not in done:
+                break
+        else:
+            return
+        done.update(id(n) for n in norms)
+        sizes = {(n.num_groups, n.num_channels) for n in norms}
+        if len(sizes) != 1:
+            raise RuntimeError(f"GroupNorms coupled by pruning differ in layout: {sorted(sizes)}")
+        ((groups, channels),) = sizes
+        per_group = channels // groups
+        step = round_to // math.gcd(round_to, per_group) if round_to else 1  # kept groups * per_group % round_to == 0
+        keep = max(step, int(groups * (1 - ratio)) // step * step)
+        if keep >= groups:
+            continue
+        weakest = importance(group).view(groups, per_group).sum(1).argsort()[: groups - keep]
+        idxs = (weakest[:, None] * per_group + torch.arange(per_group, device=weakest.device)).flatten()
+        root = group[0].dep
+        graph.get_pruning_group(root.target.module, root.handler, sorted(idxs.tolist())).prune()
+        for norm in norms:
+            norm.num_groups = keep
 
 
 def prune_checkpoint(

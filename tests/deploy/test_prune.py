@@ -25,6 +25,8 @@ def test_prune_removes_channels_and_the_checkpoint_loads_exports_and_fine_tunes(
         "neck": {"class_path": "detkit.models.FPN", "init_args": {"out_channels": 64, "extra_levels": 1}},
         "head": {"class_path": head, "init_args": {"num_convs": 2}}}}  # fmt: skip
     module = tiny_module(detector=detector)
+    for norm in (m for m in module.modules() if isinstance(m, torch.nn.GroupNorm)):  # distinct groups, as after training
+        torch.nn.init.uniform_(norm.weight, 0.5, 1.5)
     ckpt = write_checkpoint(module, tmp_path / "best.ckpt", input_size=96, pad_multiple=64)
     assert detkit_main(["prune", "--ckpt_path", str(ckpt), "--ratio", "0.5"]) == 0
     pruned_ckpt, recipe = tmp_path / "pruned_0.5.ckpt", tmp_path / "pruned_0.5.yaml"
@@ -36,7 +38,12 @@ def test_prune_removes_channels_and_the_checkpoint_loads_exports_and_fine_tunes(
     assert shapes["backbone.stages.3.1.conv"] == [64, 64, 1]  # 128 -> 64 out channels
     assert all(f.channels == 32 for f in pruned.detector.feature_info)  # FPN 64 -> 32, every level alike
     towers = {n: s for n, s in layer_shapes(original.detector).items() if n.startswith("head.") and len(s) == 2}
-    assert towers and all(shapes[n] == [groups, channels // 2] for n, (groups, channels) in towers.items())  # GroupNorm towers halved, groups kept
+    assert towers and all(shapes[n] == [groups // 2, channels // 2] for n, (groups, channels) in towers.items())  # GroupNorm towers halved
+    for name in towers:  # by whole GroupNorm groups: each kept group's affine weights are one original group's, in order
+        weight = dict(pruned.detector.named_modules())[name].weight.detach()
+        groups = dict(original.detector.named_modules())[name].weight.detach().view(towers[name][0], -1)
+        matches = [next(g for g in range(len(groups)) if torch.equal(groups[g], block)) for block in weight.view(len(groups) // 2, -1)]
+        assert matches == sorted(set(matches))
     for layer in pruned.detector.head.prediction_layers():  # classes and box outputs kept
         assert layer.out_channels == next(m for n, m in original.detector.named_modules() if m is not None
                                           and n == _name(pruned.detector, layer)).out_channels  # fmt: skip
