@@ -74,19 +74,20 @@ def _time_here(kind: str, path: str, image_path: str, threads: int, runs: int) -
 
 
 def isolated_speed(variants: dict[str, tuple[str, str]], image: torch.Tensor, threads: int, runs: int = 100,
-                   scratch: Path = Path(".")) -> dict[str, dict[str, float]]:  # fmt: skip
+                   scratch: Path = Path("."), rounds: int = 3) -> dict[str, dict[str, float]]:  # fmt: skip
     """Latency at batch 1 (median of ``runs`` calls) and throughput at batch 8 (images/s, median of
     ``runs // 5`` batches) of each variant ``name -> (kind, path)`` (see :func:`_loaded`) on one
     letterboxed test image ``[3, S, S]``: network, decoding and NMS.
 
     Each variant is timed in a process of its own (thread pools of several runtimes in one process
-    slow each other down, by 2x measured here), in two rounds, the second in reverse order; each
-    keeps its faster round, so a noisy neighbour during one measurement does not decide a row.
+    slow each other down, by 2x measured here), in ``rounds`` rounds, every other one in reverse
+    order; each keeps its fastest round, so a noisy neighbour during one measurement does not
+    decide a row.
     """
     image_path = scratch / "timing_image.npy"
     np.save(image_path, image.numpy())
     best: dict[str, dict[str, float]] = {}
-    for order in (list(variants), list(reversed(variants))):
+    for order in (list(variants)[:: 1 if r % 2 == 0 else -1] for r in range(rounds)):
         for name in order:
             kind, path = variants[name]
             done = subprocess.run([sys.executable, "-m", "tools.deploy_measure", kind, str(path), str(image_path), str(threads),
@@ -95,6 +96,28 @@ def isolated_speed(variants: dict[str, tuple[str, str]], image: torch.Tensor, th
             mine = best.setdefault(name, timing)
             best[name] = {key: min(mine[key], timing[key]) for key in timing}
     return {name: {"latency_ms": t["latency_ms"], "throughput": 8000.0 / t["batch8_ms"]} for name, t in best.items()}
+
+
+def paired_latency(paths: list[Path], image_path: Path, threads: int, runs: int, rounds: int) -> list[dict[str, float]]:
+    """Batch-1 latency of detkit ONNX exports, each timed ``rounds`` times in processes of its own,
+    the variants back to back within a round: per variant, the median over rounds of its latency
+    and of its ratio to ``paths[0]`` in the same round (slow drifts of a shared machine hit both
+    sides of a ratio alike), with the ratios' range."""
+    per_round = []
+    for r in range(rounds):
+        order = list(range(len(paths)))[:: 1 if r % 2 == 0 else -1]
+        times = {}
+        for i in order:
+            done = subprocess.run([sys.executable, "-m", "tools.deploy_measure", "onnx", str(paths[i]), str(image_path), str(threads),
+                                   str(runs)], capture_output=True, text=True, check=True)  # fmt: skip
+            times[i] = json.loads(done.stdout.strip().splitlines()[-1])["latency_ms"]
+        per_round.append(times)
+    result = []
+    for i, path in enumerate(paths):
+        ratios = [t[0] / t[i] for t in per_round]
+        result.append({"path": str(path), "latency_ms": statistics.median(t[i] for t in per_round),
+                       "speedup": statistics.median(ratios), "speedup_min": min(ratios), "speedup_max": max(ratios)})  # fmt: skip
+    return result
 
 
 def detector_gflops(model: Predictor, side: int) -> float:

@@ -7,9 +7,10 @@
 
 ``measure`` exports the checkpoint (ONNX with a dynamic batch, TorchScript, int8 calibrated on the
 training split), prunes it at each ``--ratios`` with ``detkit prune``, fine-tunes each pruned model
-with ``detkit fit`` for ``--finetune-epochs`` and exports those too; every variant is scored on the
+with ``detkit fit`` for ``--finetune-epochs`` and exports those too (and, as a control, the unpruned
+model fine-tuned alike); every variant is scored on the
 test split exactly as ``detkit test`` scores (same loader, letterbox and evaluator); then each is
-timed in a process of its own, in two rounds (see ``isolated_speed``), on one letterboxed test image (network,
+timed in a process of its own, in ``--rounds`` rounds (see ``isolated_speed``), on one letterboxed test image (network,
 decoding and NMS; reading and letterboxing not included).
 """
 
@@ -31,7 +32,7 @@ from detkit.deploy.quantize import quantize_int8
 from detkit.inference import load_detector
 from detkit.ops.letterbox import Letterbox
 from tools.accuracy_measure import cpu_description, run_logged
-from tools.deploy_measure import detector_gflops, file_mb, isolated_speed, state_dict_mb, test_map
+from tools.deploy_measure import detector_gflops, file_mb, isolated_speed, paired_latency, state_dict_mb, test_map
 
 
 VARIANTS: dict[str, tuple[str, str]] = {}  # variant -> (kind, file) for isolated_speed, all timed at the end
@@ -58,6 +59,17 @@ def _exported_rows(prefix: str, ckpt: Path, out: Path, args: argparse.Namespace,
     int8 = quantize_int8(onnx, out / "model.int8.onnx", calibration)
     rows.append(_row(f"{prefix}ONNX int8", "onnx", int8, args.config, file_mb(int8), gflops))
     return rows
+
+
+def _fine_tune(args: argparse.Namespace, config: list[str], run_dir: Path) -> tuple[Path, float]:
+    """``detkit fit`` with the report's fine-tuning settings (kept under ``--reuse``): last checkpoint, wall seconds."""
+    tuned, wall_file = run_dir / "checkpoints" / "last.ckpt", run_dir.with_suffix(".wall")
+    if not (args.reuse and tuned.exists() and wall_file.exists()):
+        wall = run_logged([sys.executable, "-m", "detkit", "fit", *config, f"--trainer.max_epochs={args.finetune_epochs}",
+                           f"--trainer.default_root_dir={run_dir}", f"--model.optimizer.init_args.lr={args.finetune_lr}",
+                           *args.finetune_arg], run_dir.with_suffix(".log"))  # fmt: skip
+        wall_file.write_text(str(wall))
+    return tuned, float(wall_file.read_text())
 
 
 def _yolo_row(args: argparse.Namespace, out: Path, side: int) -> dict[str, Any] | None:
@@ -93,6 +105,10 @@ def measure(args: argparse.Namespace) -> None:
     step = max(1, len(train) // args.calib_count)
     calibration = [train[i][0] for i in range(0, len(train), step)][: args.calib_count]
     rows = _exported_rows("", Path(args.ckpt), out / "fp32", args, calibration, torchscript=True)
+    if args.control:  # the unpruned model trained as long again: what pruning costs at equal training
+        tuned, wall = _fine_tune(args, config + [f"--model.init_weights={args.ckpt}"], out / "unpruned" / "finetune")
+        prefix = f"unpruned + fine-tune {args.finetune_epochs} ep ({wall:.0f} s), "
+        rows += _exported_rows(prefix, tuned, out / "unpruned" / "export", args, calibration)
     for ratio in args.ratios:
         pruned = out / f"pruned_{ratio:g}" / "pruned.ckpt"
         if not (args.reuse and pruned.exists()) and prune_main(["--ckpt_path", str(args.ckpt), "--ratio", str(ratio), "--out", str(pruned)]) != 0:
@@ -101,15 +117,7 @@ def measure(args: argparse.Namespace) -> None:
         onnx = export_model(model, out / f"pruned_{ratio:g}" / "model.onnx", "onnx", dynamic_batch=True)
         rows.append(_row(f"pruned {ratio:.0%}, no fine-tune, ONNX fp32", "onnx", onnx, args.config, file_mb(onnx),
                          detector_gflops(model, side)))  # fmt: skip
-        run_dir = out / f"pruned_{ratio:g}" / "finetune"
-        tuned, wall_file = run_dir / "checkpoints" / "last.ckpt", run_dir.with_suffix(".wall")
-        if not (args.reuse and tuned.exists() and wall_file.exists()):
-            wall = run_logged([sys.executable, "-m", "detkit", "fit", *config, f"--config={pruned.with_suffix('.yaml')}",
-                               f"--trainer.max_epochs={args.finetune_epochs}", f"--trainer.default_root_dir={run_dir}",
-                               f"--model.optimizer.init_args.lr={args.finetune_lr}", *args.finetune_arg],
-                              run_dir.with_suffix(".log"))  # fmt: skip
-            wall_file.write_text(str(wall))
-        wall = float(wall_file.read_text())
+        tuned, wall = _fine_tune(args, config + [f"--config={pruned.with_suffix('.yaml')}"], out / f"pruned_{ratio:g}" / "finetune")
         prefix = f"pruned {ratio:.0%} + fine-tune {args.finetune_epochs} ep ({wall:.0f} s), "
         rows += _exported_rows(prefix, tuned, out / f"pruned_{ratio:g}" / "export", args, calibration)
     try:
@@ -118,7 +126,7 @@ def measure(args: argparse.Namespace) -> None:
         print(f"no YOLO11n row: {error}", file=sys.stderr)
         yolo = None
     rows += [yolo] if yolo else []
-    timings = isolated_speed(VARIANTS, image, args.threads, args.runs, out)
+    timings = isolated_speed(VARIANTS, image, args.threads, args.runs, out, args.rounds)
     rows = [{**row, **timings[row["variant"]]} for row in rows]
     report = {"name": args.name, "ckpt": str(args.ckpt), "config": args.config, "side": side, "threads": args.threads,
               "cpu": cpu_description(), "rows": rows}  # fmt: skip
@@ -221,6 +229,16 @@ def render(args: argparse.Namespace) -> None:
         fig.savefig(args.pareto, dpi=110)
 
 
+def compare(args: argparse.Namespace) -> None:
+    rows = paired_latency([Path(p) for p in args.models], Path(args.image), args.threads, args.runs, args.rounds)
+    cpu = cpu_description()
+    print(f"CPU: {cpu['model']} ({cpu['cores']} cores); onnxruntime {args.threads} threads; {args.rounds} rounds of {args.runs} calls")
+    print(f"| model | latency bs1 ms (median of rounds) | speed-up vs {args.models[0]} (median, min-max over rounds) |")
+    print("|---|---:|---:|")
+    for row in rows:
+        print(f"| {row['path']} | {row['latency_ms']:.2f} | {row['speedup']:.2f}x ({row['speedup_min']:.2f}-{row['speedup_max']:.2f}) |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -234,7 +252,10 @@ def main() -> None:
     m.add_argument("--finetune-lr", type=float, default=0.001)
     m.add_argument("--finetune-arg", action="append", default=[],
                    help="one more detkit fit argument for the fine-tune, e.g. --finetune-arg=--model.lr_scheduler.init_args.T_max=10")
+    m.add_argument("--no-control", dest="control", action="store_false",
+                   help="skip fine-tuning the unpruned model as long as the pruned ones (the equal-training control rows)")
     m.add_argument("--threads", type=int, default=2)
+    m.add_argument("--rounds", type=int, default=3, help="timing rounds per variant, the fastest kept")
     m.add_argument("--runs", type=int, default=100, help="timed batch-1 calls per variant")
     m.add_argument("--reuse", action="store_true", help="keep pruned checkpoints and fine-tunings already under --out")
     m.add_argument("--calib-count", type=int, default=100)
@@ -246,12 +267,18 @@ def main() -> None:
     n.add_argument("--out", required=True)
     n.add_argument("--threads", type=int, default=2)
     n.add_argument("--runs", type=int, default=100)
+    c = sub.add_parser("compare", help="paired batch-1 latency of detkit ONNX exports: ratios to the first, round by round")
+    c.add_argument("models", nargs="+")
+    c.add_argument("--image", required=True, help="a letterboxed test image, float [3, S, S] .npy (measure writes timing_image.npy)")
+    c.add_argument("--threads", type=int, default=2)
+    c.add_argument("--runs", type=int, default=300)
+    c.add_argument("--rounds", type=int, default=10)
     r = sub.add_parser("render")
     r.add_argument("reports", nargs="+")
     r.add_argument("--markdown")
     r.add_argument("--pareto")
     args = parser.parse_args()
-    {"measure": measure, "norm-effect": norm_effect, "render": render}[args.command](args)
+    {"measure": measure, "norm-effect": norm_effect, "compare": compare, "render": render}[args.command](args)
 
 
 if __name__ == "__main__":
