@@ -10,7 +10,7 @@ __all__ = ["nms_per_image"]
 
 
 @torch.library.custom_op("detkit::nms_per_image", mutates_args=())
-def nms_per_image(boxes: Tensor, scores: Tensor, iou_threshold: float, max_kept: int) -> Tensor:
+def nms_per_image(boxes: Tensor, scores: Tensor, iou_threshold: float, max_kept: int | None = None) -> Tensor:
     """Greedy NMS in each image of a batch, over its candidates with a score ``>= 0``, stopping at
     ``max_kept`` survivors.
 
@@ -20,7 +20,8 @@ def nms_per_image(boxes: Tensor, scores: Tensor, iou_threshold: float, max_kept:
         iou_threshold: Boxes overlapping a higher-scoring kept box by more than this are dropped.
         max_kept: Survivors per image: greedy NMS keeps boxes in descending score, so these are the
             ``max_kept`` highest-scoring survivors of a full NMS — and the work stops there (each
-            candidate is compared with at most ``max_kept`` kept boxes).
+            candidate is compared with at most ``max_kept`` kept boxes). ``None``: all survivors
+            (what TorchScript files exported before this argument existed call).
 
     Returns:
         ``BoolTensor[B, N]``: which candidates survive. In ONNX this is one ``NonMaxSuppression``
@@ -36,5 +37,5 @@ def nms_per_image(boxes: Tensor, scores: Tensor, iou_threshold: float, max_kept:
 
 
 @nms_per_image.register_fake
-def _(boxes: Tensor, scores: Tensor, iou_threshold: float, max_kept: int) -> Tensor:
+def _(boxes: Tensor, scores: Tensor, iou_threshold: float, max_kept: int | None = None) -> Tensor:
     return torch.empty(scores.shape, dtype=torch.bool, device=scores.device)
