@@ -54,14 +54,14 @@ def _loaded(kind: str, path: str, threads: int) -> Detect:
     return lambda images: session.run(None, {name: images.numpy()})
 
 
-def _time_here(kind: str, path: str, image_path: str, threads: int, runs: int) -> dict[str, float]:
+def _time_here(kind: str, path: str, image_path: str, threads: int, runs: int, batch8: bool = True) -> dict[str, float]:
     torch.set_num_threads(threads)
     detect = _loaded(kind, path, threads)
     image = torch.from_numpy(np.load(image_path))
     one, eight = image[None], image[None].expand(8, -1, -1, -1).contiguous()
     result = {}
     with torch.inference_mode():
-        for batch, key, count in ((one, "latency_ms", runs), (eight, "batch8_ms", max(10, runs // 5))):
+        for batch, key, count in ((one, "latency_ms", runs), (eight, "batch8_ms", max(10, runs // 5)))[: 2 if batch8 else 1]:
             for _ in range(5):
                 detect(batch)
             times = []
@@ -109,7 +109,7 @@ def paired_latency(paths: list[Path], image_path: Path, threads: int, runs: int,
         times = {}
         for i in order:
             done = subprocess.run([sys.executable, "-m", "tools.deploy_measure", "onnx", str(paths[i]), str(image_path), str(threads),
-                                   str(runs)], capture_output=True, text=True, check=True)  # fmt: skip
+                                   str(runs), "bs1"], capture_output=True, text=True, check=True)  # fmt: skip
             times[i] = json.loads(done.stdout.strip().splitlines()[-1])["latency_ms"]
         per_round.append(times)
     result = []
@@ -142,4 +142,4 @@ def file_mb(path: Path) -> float:
 
 if __name__ == "__main__":  # one variant's timing, in its own process (see isolated_speed)
     kind, path, image_path, threads, runs = sys.argv[1:6]
-    print(json.dumps(_time_here(kind, path, image_path, int(threads), int(runs))))
+    print(json.dumps(_time_here(kind, path, image_path, int(threads), int(runs), batch8=sys.argv[6:] != ["bs1"])))

@@ -63,12 +63,15 @@ def _exported_rows(prefix: str, ckpt: Path, out: Path, args: argparse.Namespace,
 
 def _fine_tune(args: argparse.Namespace, config: list[str], run_dir: Path) -> tuple[Path, float]:
     """``detkit fit`` with the report's fine-tuning settings (kept under ``--reuse``): last checkpoint, wall seconds."""
-    tuned, wall_file = run_dir / "checkpoints" / "last.ckpt", run_dir.with_suffix(".wall")
-    if not (args.reuse and tuned.exists() and wall_file.exists()):
+    tuned, wall_file, stamp_file = run_dir / "checkpoints" / "last.ckpt", run_dir.with_suffix(".wall"), run_dir.with_suffix(".json")
+    stamp = json.dumps({"config": config, "epochs": args.finetune_epochs, "lr": args.finetune_lr, "args": args.finetune_arg})
+    reusable = tuned.exists() and wall_file.exists() and stamp_file.exists() and stamp_file.read_text() == stamp
+    if not (args.reuse and reusable):
         wall = run_logged([sys.executable, "-m", "detkit", "fit", *config, f"--trainer.max_epochs={args.finetune_epochs}",
                            f"--trainer.default_root_dir={run_dir}", f"--model.optimizer.init_args.lr={args.finetune_lr}",
                            *args.finetune_arg], run_dir.with_suffix(".log"))  # fmt: skip
         wall_file.write_text(str(wall))
+        stamp_file.write_text(stamp)
     return tuned, float(wall_file.read_text())
 
 
@@ -129,7 +132,8 @@ def measure(args: argparse.Namespace) -> None:
     timings = isolated_speed(VARIANTS, image, args.threads, args.runs, out, args.rounds)
     rows = [{**row, **timings[row["variant"]]} for row in rows]
     report = {"name": args.name, "ckpt": str(args.ckpt), "config": args.config, "side": side, "threads": args.threads,
-              "cpu": cpu_description(), "rows": rows}  # fmt: skip
+              "rounds": args.rounds, "finetune": {"epochs": args.finetune_epochs, "lr": args.finetune_lr,
+              "args": args.finetune_arg}, "cpu": cpu_description(), "rows": rows}  # fmt: skip
     (out / "report.json").write_text(json.dumps(report, indent=2))
     print(render_table(report))
 
@@ -239,6 +243,12 @@ def compare(args: argparse.Namespace) -> None:
         print(f"| {row['path']} | {row['latency_ms']:.2f} | {row['speedup']:.2f}x ({row['speedup_min']:.2f}-{row['speedup_max']:.2f}) |")
 
 
+def _positive(text: str) -> int:
+    if int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return int(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -255,9 +265,9 @@ def main() -> None:
     m.add_argument("--no-control", dest="control", action="store_false",
                    help="skip fine-tuning the unpruned model as long as the pruned ones (the equal-training control rows)")
     m.add_argument("--threads", type=int, default=2)
-    m.add_argument("--rounds", type=int, default=3, help="timing rounds per variant, the fastest kept")
+    m.add_argument("--rounds", type=_positive, default=3, help="timing rounds per variant, the fastest kept")
     m.add_argument("--runs", type=int, default=100, help="timed batch-1 calls per variant")
-    m.add_argument("--reuse", action="store_true", help="keep pruned checkpoints and fine-tunings already under --out")
+    m.add_argument("--reuse", action="store_true", help="keep pruned checkpoints and fine-tunings already under --out (fine-tunings only when made with the same settings)")
     m.add_argument("--calib-count", type=int, default=100)
     m.add_argument("--yolo-python", help="python of a venv with ultralytics (../shared/PEERS.md)")
     m.add_argument("--yolo-weights", help="YOLO11n weights trained by tools/accuracy.py")
@@ -272,7 +282,7 @@ def main() -> None:
     c.add_argument("--image", required=True, help="a letterboxed test image, float [3, S, S] .npy (measure writes timing_image.npy)")
     c.add_argument("--threads", type=int, default=2)
     c.add_argument("--runs", type=int, default=300)
-    c.add_argument("--rounds", type=int, default=10)
+    c.add_argument("--rounds", type=_positive, default=10)
     r = sub.add_parser("render")
     r.add_argument("reports", nargs="+")
     r.add_argument("--markdown")

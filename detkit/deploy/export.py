@@ -30,7 +30,7 @@ def _nms_per_image_onnx(boxes: Any, scores: Any, iou_threshold: float, max_kept:
     compares each candidate only with the kept boxes of its own image."""
     from onnxscript import opset18 as op
 
-    selected = op.NonMaxSuppression(boxes, op.Unsqueeze(scores, [1]), max_kept or 0x7FFFFFFFFFFFFFFF, iou_threshold, -0.5)
+    selected = op.NonMaxSuppression(boxes, op.Unsqueeze(scores, [1]), 0x7FFFFFFFFFFFFFFF if max_kept is None else max_kept, iou_threshold, -0.5)
     pairs = op.Concat(op.Slice(selected, [0], [1], [1]), op.Slice(selected, [2], [3], [1]), axis=1)  # [K, 2]
     ones = op.Expand(op.Constant(value_int=1), op.Slice(op.Shape(selected), [0], [1]))  # [K]
     mask = op.ScatterND(op.Expand(op.Constant(value_int=0), op.Shape(scores)), pairs, ones)

@@ -79,7 +79,9 @@ def prune_detector(detector: Detector, ratio: float, side: int, round_to: int | 
             round_to=round_to,
         )  # fmt: skip
         pruner.step()
-        _remove_group_norm_groups(tp, detector, example, ratio, kept, custom, round_to)
+        unpruned = _remove_group_norm_groups(tp, detector, example, ratio, kept, custom, round_to)
+    if unpruned:
+        warnings.warn(f"pruning left these GroupNorm-coupled layers as they were: {'; '.join(unpruned)}", stacklevel=2)
     after = layer_shapes(detector)
     layer_params = {f"{name}.{p}" for name in after for p in ("weight", "bias")}
     moved = [n for n, p in detector.named_parameters() if n not in layer_params and p.shape != shapes_of_others[n]]
@@ -105,35 +107,46 @@ def _group_norm_convs(tp: Any, detector: nn.Module, example: torch.Tensor, kept:
 
 def _remove_group_norm_groups(
     tp: Any, detector: nn.Module, example: torch.Tensor, ratio: float, kept: list, custom: dict, round_to: int | None
-) -> None:
-    """Prune each GroupNorm-coupled dependency group by whole GroupNorm groups (the ``ratio`` of
-    groups with the least L2 magnitude, kept channels a multiple of ``round_to``), in place."""
+) -> list[str]:
+    """Prune each GroupNorm-coupled dependency group of ``detector`` by whole GroupNorm groups, in place.
+
+    The GroupNorm groups of least summed L2 magnitude go, ``ratio`` of them rounded down so the
+    kept channels stay a multiple of ``round_to``. A grouped convolution in the dependency group
+    loses the same groups in each of its blocks (Torch-Pruning slices grouped convolutions as if
+    every block lost the same positions). Returns why some dependency groups stay unpruned.
+    """
     importance = tp.importance.GroupMagnitudeImportance(p=2)
+    graph = tp.DependencyGraph().build_dependency(detector, example_inputs=example, customized_pruners=custom)
+    names = {m: n for n, m in detector.named_modules()}
     done: set[int] = set()
-    while True:  # one dependency group at a time, on a graph traced after the previous one was pruned
-        graph = tp.DependencyGraph().build_dependency(detector, example_inputs=example, customized_pruners=custom)
-        for group in graph.get_all_groups(ignored_layers=kept, root_module_types=[nn.Conv2d]):
-            norms = list({id(dep.target.module): dep.target.module for dep, _ in group if isinstance(dep.target.module, nn.GroupNorm)}.values())
-            if norms and id(norms[0]) not in done:
-                break
-        else:
-            return
-        done.update(id(n) for n in norms)
-        sizes = {(n.num_groups, n.num_channels) for n in norms}
-        if len(sizes) != 1:
-            raise RuntimeError(f"GroupNorms coupled by pruning differ in layout: {sorted(sizes)}")
-        ((groups, channels),) = sizes
-        per_group = channels // groups
-        step = round_to // math.gcd(round_to, per_group) if round_to else 1  # kept groups * per_group % round_to == 0
-        keep = max(step, int(groups * (1 - ratio)) // step * step)
-        if keep >= groups:
+    unpruned: list[str] = []
+    for group in graph.get_all_groups(ignored_layers=kept, root_module_types=[nn.Conv2d]):
+        modules = list({id(dep.target.module): dep.target.module for dep, _ in group}.values())
+        norms = [m for m in modules if isinstance(m, nn.GroupNorm)]
+        if not norms or all(id(n) in done for n in norms):
             continue
-        weakest = importance(group).view(groups, per_group).sum(1).argsort()[: groups - keep]
-        idxs = (weakest[:, None] * per_group + torch.arange(per_group, device=weakest.device)).flatten()
+        done.update(id(n) for n in norms)
+        label = ", ".join(names.get(n, "?") for n in norms)
+        sizes = {(n.num_groups, n.num_channels) for n in norms}
+        blocks = math.lcm(1, *(m.groups for m in modules if isinstance(m, nn.Conv2d) and 1 < m.groups < m.in_channels))
+        scores = importance(group)
+        if len(sizes) != 1 or scores is None or scores.numel() != next(iter(sizes))[1] or next(iter(sizes))[0] % blocks:
+            unpruned.append(f"{label} (GroupNorms {sorted(sizes)}, convolution groups {blocks})")
+            continue
+        ((groups, channels),) = sizes
+        per_group, per_block = channels // groups, groups // blocks
+        step = round_to // math.gcd(round_to, per_group * blocks) if round_to else 1  # kept channels % round_to == 0
+        keep = max(step, int(per_block * (1 - ratio)) // step * step)  # GroupNorm groups kept per block
+        if keep >= per_block:
+            continue
+        weakest = scores.view(blocks, per_block, per_group).sum((0, 2)).argsort()[: per_block - keep].cpu()
+        removed = (torch.arange(blocks)[:, None] * per_block + weakest[None]).flatten()  # the same ones in each block
+        idxs = (removed[:, None] * per_group + torch.arange(per_group)).flatten()
         root = group[0].dep
         graph.get_pruning_group(root.target.module, root.handler, sorted(idxs.tolist())).prune()
         for norm in norms:
-            norm.num_groups = keep
+            norm.num_groups = keep * blocks
+    return unpruned
 
 
 def prune_checkpoint(

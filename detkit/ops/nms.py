@@ -19,8 +19,9 @@ def nms_per_image(boxes: Tensor, scores: Tensor, iou_threshold: float, max_kept:
         scores: ``(B, N)``; candidates with a negative score take no part.
         iou_threshold: Boxes overlapping a higher-scoring kept box by more than this are dropped.
         max_kept: Survivors per image: greedy NMS keeps boxes in descending score, so these are the
-            ``max_kept`` highest-scoring survivors of a full NMS — and the work stops there (each
-            candidate is compared with at most ``max_kept`` kept boxes). ``None``: all survivors
+            ``max_kept`` highest-scoring survivors of a full NMS; in ONNX the work stops there
+            (each candidate is compared with at most ``max_kept`` kept boxes; PyTorch runs the
+            full NMS and keeps the first ``max_kept``). ``None``: all survivors
             (what TorchScript files exported before this argument existed call).
 
     Returns:

@@ -108,3 +108,51 @@ def test_pruned_shapes_rebuild_a_frozen_batchnorm_mobilenet_exactly():
     assert frozen_flags == [p.requires_grad for p in build().parameters()] and not all(frozen_flags)  # frozen stages stay frozen
     images = torch.rand(2, 3, 128, 128)
     assert torch.allclose(rebuilt(images)["cls_logits"], detector(images)["cls_logits"], atol=1e-5)
+
+
+@pytest.mark.parametrize("conv_groups", [1, 2])
+def test_whole_group_norm_groups_go_and_the_rest_computes_as_before(conv_groups):
+    """Pruning removes whole GroupNorm groups (the weakest; with a grouped convolution the same ones in
+    each of its blocks), and the pruned network computes what the original computes with those
+    groups' channels switched off."""
+    import copy
+
+    import torch_pruning as tp
+
+    from detkit.deploy.prune import _remove_group_norm_groups
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(4, 16, 3, padding=1), torch.nn.GroupNorm(8, 16), torch.nn.ReLU(),
+        torch.nn.Conv2d(16, 16, 3, padding=1, groups=conv_groups), torch.nn.GroupNorm(8, 16), torch.nn.ReLU(),
+        torch.nn.Conv2d(16, 3, 1),
+    ).eval()  # fmt: skip
+    weak = [0, 1, 2, 6]  # GroupNorm groups of 2 channels; 3 of them in the first half (block) of the channels
+    with torch.no_grad():
+        for norm in (net[1], net[4]):
+            torch.nn.init.uniform_(norm.weight, 0.5, 1.5)
+        for conv, norm in ((net[0], net[1]), (net[3], net[4])):
+            channels = torch.tensor([2 * g + i for g in weak for i in range(2)])
+            conv.weight[channels] *= 0.01
+            norm.weight[channels] *= 0.01
+    original = copy.deepcopy(net)
+    images = torch.rand(2, 4, 8, 8)
+    assert _remove_group_norm_groups(tp, net, images[:1], 0.5, [net[6]], {}, round_to=None) == []
+    assert [net[1].num_groups, net[1].num_channels, net[4].num_groups, net[3].out_channels] == [4, 8, 4, 8]
+    assert net[3].groups == conv_groups and net[6].in_channels == 8
+    reference = copy.deepcopy(original)
+    for i, (conv, norm) in enumerate(((reference[0], reference[1]), (reference[3], reference[4]))):
+        kept = [next(g for g in range(8) if torch.equal(original[3 * i + 1].weight[2 * g : 2 * g + 2], block))
+                for block in (net[1], net[4])[i].weight.detach().view(4, 2)]  # fmt: skip
+        removed = sorted(set(range(8)) - set(kept))
+        if conv_groups == 1:
+            assert removed == weak
+        else:
+            assert sum(g < 4 for g in removed) == 2 and {g % 4 for g in removed} == {g % 4 for g in removed if g < 4}
+        with torch.no_grad():  # switch the removed groups' channels off
+            for g in removed:
+                conv.weight[2 * g : 2 * g + 2] = 0.0
+                conv.bias[2 * g : 2 * g + 2] = 0.0
+                norm.weight[2 * g : 2 * g + 2] = 0.0
+                norm.bias[2 * g : 2 * g + 2] = 0.0
+    assert torch.allclose(net(images), reference(images), atol=1e-5)
