@@ -221,14 +221,15 @@ def render(args: argparse.Namespace) -> None:
         fig, axes = plt.subplots(1, len(reports), figsize=(6.5 * len(reports), 4.8), squeeze=False)
         for ax, report in zip(axes[0], reports):
             markers = "osD^v<>Pp*hX"
-            for i, row in enumerate(r for r in report["rows"] if r["map"] is not None):
+            shown = (r for r in report["rows"] if r["map"] is not None and "no fine-tune" not in r["variant"])  # those: mAP ~0, in the table
+            for i, row in enumerate(shown):
                 label = re.sub(r" \(\d+ s\)", "", row["variant"]).replace("fine-tune", "ft").replace(" (own exporter, NMS inside)", "")
                 ax.scatter(row["latency_ms"], row["map"], s=45, marker=markers[i % len(markers)], label=label)
             ax.set_xlabel(f"latency, batch 1, ms ({report['threads']} threads)")
             ax.set_ylabel("COCO mAP (test split)")
             ax.set_title(f"{report['name']} ({report['side']} px)")
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=7, loc="lower right")
+            ax.legend(fontsize=7, loc="best")
         fig.tight_layout()
         fig.savefig(args.pareto, dpi=110)
 
