@@ -138,6 +138,7 @@ def _remove_group_norm_groups(
         step = round_to // math.gcd(round_to, per_group * blocks) if round_to else 1  # kept channels % round_to == 0
         keep = max(step, int(per_block * (1 - ratio)) // step * step)  # GroupNorm groups kept per block
         if keep >= per_block:
+            unpruned.append(f"{label} ({groups} GroupNorm groups: too few to remove {ratio:.0%} of them whole)")
             continue
         weakest = scores.view(blocks, per_block, per_group).sum((0, 2)).argsort()[: per_block - keep].cpu()
         removed = (torch.arange(blocks)[:, None] * per_block + weakest[None]).flatten()  # the same ones in each block
