@@ -28,7 +28,7 @@ import torch
 from detkit.cli import build_data
 from detkit.deploy import export_model
 from detkit.commands.prune import main as prune_main
-from detkit.deploy.quantize import quantize_int8
+from detkit.deploy.quantize import calibration_sample, quantize_int8
 from detkit.inference import load_detector
 from detkit.ops.letterbox import Letterbox
 from tools.accuracy_measure import cpu_description, run_logged
@@ -104,9 +104,7 @@ def measure(args: argparse.Namespace) -> None:
     side = letterbox.padded_size
     padded, _ = letterbox(datamodule.reader("test")[0][0])
     image = torch.from_numpy(padded).permute(2, 0, 1).float() / 255.0
-    train = datamodule.reader("train")
-    step = max(1, len(train) // args.calib_count)
-    calibration = [train[i][0] for i in range(0, len(train), step)][: args.calib_count]
+    calibration = calibration_sample(datamodule.reader("train"), args.calib_count)
     rows = _exported_rows("", Path(args.ckpt), out / "fp32", args, calibration, torchscript=True)
     if args.control:  # the unpruned model trained as long again: what pruning costs at equal training
         tuned, wall = _fine_tune(args, config + [f"--model.init_weights={args.ckpt}"], out / "unpruned" / "finetune")

@@ -9,17 +9,16 @@ from pathlib import Path
 
 def _calibration_images(options: argparse.Namespace) -> list:
     """Up to ``--calib-count`` images, evenly spread over ``--calib-images DIR`` or the training split of ``--config``."""
+    from detkit.deploy.quantize import calibration_sample
+
     if options.calib_images:
         from detkit.commands.explain import _images
 
-        paths = _images(Path(options.calib_images))
-        return paths[:: max(1, len(paths) // options.calib_count)][: options.calib_count]
+        return calibration_sample(_images(Path(options.calib_images)), options.calib_count)
     from detkit.cli import build_data
 
     config = [arg for path in options.config for arg in ("--config", path)]
-    reader = build_data(config).reader("train")
-    indices = range(0, len(reader), max(1, len(reader) // options.calib_count))
-    return [reader[i][0] for i in list(indices)[: options.calib_count]]
+    return calibration_sample(build_data(config).reader("train"), options.calib_count)
 
 
 def main(argv: list[str]) -> int:

@@ -29,6 +29,13 @@ def _calibration_batches(images: Sequence[ImageLike], letterbox: Letterbox) -> I
 BETWEEN_CONVS = ("Relu", "Clip", "Add")
 
 
+def calibration_sample(images: Sequence[Any], count: int = 100) -> list[Any]:
+    """Up to ``count`` items spread evenly over ``images`` (paths, or a reader's ``(image, target)``
+    items, whose images are then taken): the calibration set of :func:`quantize_int8`."""
+    picked = [images[i] for i in range(0, len(images), max(1, len(images) // count))][:count]
+    return [item[0] if isinstance(item, tuple) else item for item in picked]
+
+
 def network_nodes(model: Any) -> list[str]:
     """Names of the nodes to quantize: every ``Conv``, and every :data:`BETWEEN_CONVS` node with a
     ``Conv`` downstream (inside the network). Nodes after the last convolutions (decoding, scores,
