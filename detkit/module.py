@@ -10,7 +10,7 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
-from torch.optim.lr_scheduler import LinearLR
+from torch.optim.lr_scheduler import LambdaLR, LinearLR
 
 from detkit.checkpoints import CHECKPOINT_FORMAT_VERSION, migrate_checkpoint
 from detkit.config import instantiate, resolve
@@ -18,6 +18,7 @@ from detkit.evaluation import COCO_STAT_NAMES
 from detkit.evaluation import CocoEvaluator
 from detkit.models import Detector
 from detkit.ops.letterbox import Letterbox
+from detkit.schedule import RunSchedule, run_has_end, run_progress
 from detkit.transfer import load_detector_weights
 from detkit.types import Detections, Target
 
@@ -82,6 +83,7 @@ class DetectionModule(LightningModule):
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = None,
         lr_scheduler_interval: Literal["epoch", "step"] = "epoch",
+        schedule: RunSchedule | None = None,
         # Linear learning-rate warm-up
         warmup_epochs: float = 1.0,
         warmup_min_steps: int = 20,
@@ -108,6 +110,13 @@ class DetectionModule(LightningModule):
                 weights only.
             lr_scheduler: learning-rate scheduler class and arguments, or none for a constant rate.
             lr_scheduler_interval: ``"epoch"`` or ``"step"``: when the scheduler steps.
+            schedule: a learning-rate schedule over the run's progress
+                (:class:`~detkit.schedule.RunSchedule`: warm-up for a share of the run, then decay to a
+                floor), set every optimizer step. Progress is the share of the run's steps done or of
+                ``trainer.max_time`` used, whichever is further, so a run given a time budget ends
+                annealed when its time is up. Replaces ``lr_scheduler`` and the ``warmup_*`` options
+                (giving ``lr_scheduler`` or ``warmup_steps`` as well is an error; ``warmup_epochs``
+                and ``warmup_min_steps`` are not used).
             warmup_epochs: length of the linear learning-rate warm-up in epochs of the training
                 data (a fraction such as 0.5 is allowed), turned into optimizer steps from the
                 number of training batches per epoch (per process, after gradient accumulation).
@@ -143,6 +152,11 @@ class DetectionModule(LightningModule):
                 f"warm-up lengths must be >= 0, got warmup_epochs={warmup_epochs}, "
                 f"warmup_min_steps={warmup_min_steps}, warmup_steps={warmup_steps}"
             )
+        if schedule is not None and (lr_scheduler is not None or warmup_steps is not None):
+            raise ValueError(
+                "schedule sets the learning rate over the whole run (warm-up included): give it without "
+                "lr_scheduler and warmup_steps"
+            )
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"class_names has {len(class_names)} names but num_classes is {num_classes}")
         self.save_hyperparameters()
@@ -151,6 +165,7 @@ class DetectionModule(LightningModule):
         self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
+        self.schedule = schedule
         self.input_size = int(input_size)
         self.pad_multiple = int(pad_multiple)
         self.val_evaluator = CocoEvaluator()
@@ -300,6 +315,17 @@ class DetectionModule(LightningModule):
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(weight_decay_groups(self))
+        schedule = self.schedule
+        if schedule is not None:
+            trainer = self._trainer
+            if trainer is not None and not run_has_end(trainer):
+                rank_zero_warn(
+                    "model.schedule follows the run's progress, but the run has no end (trainer.max_epochs=-1, "
+                    "no max_steps, no max_time): the learning rate stays at the start of its warm-up"
+                )
+            # A plain function (not a bound method): LambdaLR's state_dict then saves nothing of it.
+            factor = lambda _step: schedule.factor(run_progress(self._trainer))  # noqa: E731
+            return [optimizer], [{"scheduler": LambdaLR(optimizer, factor), "interval": "step"}]
         schedulers = []
         needs_epoch = self.hparams.warmup_steps is None and self.hparams.warmup_epochs > 0
         warmup_steps = self.warmup_length(self._steps_per_epoch() if needs_epoch else None)

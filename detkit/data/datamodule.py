@@ -61,6 +61,7 @@ class DetectionDataModule(LightningDataModule):
         augmentations: AugmentationSpec = "default",
         mosaic_prob: float = 0.0,
         mosaic_off_last_epochs: int = 0,
+        mosaic_off_share: float = 0.0,
         multiscale_sizes: list[int] | None = None,
     ) -> None:
         """Store the readers and options (no file is read here).
@@ -86,6 +87,9 @@ class DetectionDataModule(LightningDataModule):
                 ``{"name": "Rotate", "limit": 10}`` (then ``hflip_prob`` / ``color_jitter`` are unused).
             mosaic_prob: Probability that a training image is a 4-image mosaic (0 disables mosaic).
             mosaic_off_last_epochs: Train the last this many epochs (of ``trainer.max_epochs``) without mosaic.
+            mosaic_off_share: Train the final share of the run (0..1; of its steps, or of
+                ``trainer.max_time`` when time ends the run first) without mosaic, so the model ends on
+                images as they are; holds for a run of any length. Exclusive with ``mosaic_off_last_epochs``.
             multiscale_sizes: Training input sides, one drawn per batch; ``None`` trains at ``input_size``.
 
         Raises:
@@ -101,6 +105,10 @@ class DetectionDataModule(LightningDataModule):
                 raise ValueError(f"{name} must be >= {low}, got {value}")
         if not 0 <= mosaic_prob <= 1:
             raise ValueError(f"mosaic_prob must be in [0, 1], got {mosaic_prob}")
+        if not 0 <= mosaic_off_share <= 1:
+            raise ValueError(f"mosaic_off_share must be in [0, 1], got {mosaic_off_share}")
+        if mosaic_off_share > 0 and mosaic_off_last_epochs > 0:
+            raise ValueError("give mosaic_off_share or mosaic_off_last_epochs, not both")
         self.save_hyperparameters(ignore=list(SPLITS))
         test = test if test is not None else val
         self.readers: dict[Split, Reader | None] = {
@@ -119,6 +127,7 @@ class DetectionDataModule(LightningDataModule):
         self.augmentations = augmentations
         self.mosaic_prob = mosaic_prob
         self.mosaic_off_last_epochs = mosaic_off_last_epochs
+        self.mosaic_off_share = mosaic_off_share
         self.multiscale = MultiScaleCollate(multiscale_sizes, self.pad_multiple) if multiscale_sizes else None
         self.train_dataset: TransformedDataset | None = None
         self.val_dataset: TransformedDataset | None = None
@@ -274,8 +283,10 @@ class DetectionDataModule(LightningDataModule):
             raise RuntimeError("train dataset is not set up; call setup() first")
         # seed_everything's value (0 without it, as Lightning's DistributedSampler): the same on every process.
         seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
-        if isinstance(raw, MosaicDataset) and self.mosaic_off_last_epochs > 0:
-            sampler: EpochShuffle = MosaicSchedule(raw, self.mosaic_off_last_epochs, self._get_trainer, seed)
+        if isinstance(raw, MosaicDataset) and (self.mosaic_off_last_epochs > 0 or self.mosaic_off_share > 0):
+            sampler: EpochShuffle = MosaicSchedule(
+                raw, self.mosaic_off_last_epochs, self._get_trainer, seed, off_share=self.mosaic_off_share
+            )
         else:
             sampler = EpochShuffle(len(self.train_dataset), seed)
         return self._loader(self.train_dataset, "train", shuffle=False, sampler=sampler, **kwargs)

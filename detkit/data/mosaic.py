@@ -9,8 +9,8 @@ import torch
 from torch.utils.data import Dataset
 
 from detkit.data.sampler import EpochShuffle
-
 from detkit.ops.letterbox import fit_longest_side, resize_image
+from detkit.schedule import run_progress
 
 __all__ = ["mosaic", "MosaicDataset", "MosaicSchedule"]
 
@@ -114,30 +114,48 @@ class MosaicDataset(Dataset):
 
 class MosaicSchedule(EpochShuffle):
     """The training order of :class:`~detkit.data.sampler.EpochShuffle` that, at the start of each
-    epoch, switches mosaic off for the last epochs.
+    epoch, switches mosaic off for the end of the run.
 
     It runs in the main process at the start of every epoch (before any index of that epoch reaches
-    a worker), reads the trainer's ``current_epoch`` / ``max_epochs`` and sets ``mosaic.active``.
-    Without a trainer or a finite ``max_epochs`` the mosaic stays on.
+    a worker) and sets ``mosaic.active``. ``off_share`` turns mosaic off for the final share of the
+    run, measured as :func:`~detkit.schedule.run_progress` does (steps, or the share of
+    ``trainer.max_time`` used, whichever is further), switching at the epoch boundary nearest to
+    ``1 - off_share``; so it holds for runs of any length or time budget. ``off_last_epochs`` instead
+    counts final epochs of ``trainer.max_epochs``. Without a trainer or a run end, mosaic stays on.
     """
 
     def __init__(
-        self, mosaic_dataset: MosaicDataset, off_last_epochs: int, trainer: Callable[[], Any], seed: int = 0
+        self,
+        mosaic_dataset: MosaicDataset,
+        off_last_epochs: int,
+        trainer: Callable[[], Any],
+        seed: int = 0,
+        off_share: float = 0.0,
     ) -> None:
         """Args:
         mosaic_dataset: The wrapped training data (the sampler's data source).
-        off_last_epochs: Number of final epochs without mosaic.
+        off_last_epochs: Number of final epochs without mosaic (0: use ``off_share``).
         trainer: Returns the Lightning trainer (or ``None``).
         seed: Seed of the shuffled order.
+        off_share: Final share of the run (0..1) without mosaic.
         """
         super().__init__(len(mosaic_dataset), seed)
+        if not 0 <= off_share <= 1:
+            raise ValueError(f"mosaic off share must be in [0, 1], got {off_share}")
         self.mosaic = mosaic_dataset
         self.off_last_epochs = off_last_epochs
+        self.off_share = off_share
         self.trainer = trainer
 
     def __iter__(self):
         trainer = self.trainer()
-        max_epochs = getattr(trainer, "max_epochs", None)
-        if self.off_last_epochs > 0 and max_epochs is not None and max_epochs > 0:
-            self.mosaic.active = trainer.current_epoch < max_epochs - self.off_last_epochs
+        if trainer is not None and self.off_share > 0:
+            progress = run_progress(trainer)
+            epoch = getattr(trainer, "current_epoch", 0)
+            per_epoch = progress / epoch if epoch > 0 else 0.0  # the share one epoch took so far
+            self.mosaic.active = progress + per_epoch / 2 < 1 - self.off_share
+        elif self.off_last_epochs > 0:
+            max_epochs = getattr(trainer, "max_epochs", None)
+            if max_epochs is not None and max_epochs > 0:
+                self.mosaic.active = trainer.current_epoch < max_epochs - self.off_last_epochs
         return super().__iter__()

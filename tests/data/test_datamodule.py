@@ -139,7 +139,8 @@ def test_loader_with_worker_processes() -> None:
 @pytest.mark.parametrize(
     "kwargs",
     [{"input_size": 0}, {"pad_multiple": 0}, {"batch_size": 0}, {"num_workers": -1}, {"mosaic_prob": 1.5},
-     {"mosaic_off_last_epochs": -1}, {"scale_range": (2.0, 1.0)}, {"hflip_prob": 2.0},
+     {"mosaic_off_last_epochs": -1}, {"mosaic_off_share": 1.5}, {"mosaic_off_share": 0.1, "mosaic_off_last_epochs": 2},
+     {"scale_range": (2.0, 1.0)}, {"hflip_prob": 2.0},
      {"augmentations": [{"name": "Nope"}]}, {"multiscale_sizes": [0]}],
 )  # fmt: skip
 def test_bad_options_fail_at_construction(kwargs: dict) -> None:

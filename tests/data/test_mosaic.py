@@ -67,6 +67,33 @@ def test_schedule_turns_mosaic_off_for_the_last_epochs() -> None:
     assert not data.active
 
 
+def test_schedule_turns_mosaic_off_for_the_final_share_of_the_run() -> None:
+    """By steps: 10 epochs of 10 steps, off for the last 25 % -> the nearest epoch boundary (75 or
+    80 % done, either is nearest to 75 %); by time: the Timer's share decides, whatever the epochs."""
+    from lightning.pytorch.callbacks import Timer
+
+    data = MosaicDataset([_item(8, 8, 1, [], k) for k in range(6)], size=16, prob=1.0)
+    trainer = SimpleNamespace(current_epoch=0, global_step=0, estimated_stepping_batches=100, callbacks=[])
+    sampler = MosaicSchedule(data, 0, lambda: trainer, off_share=0.25)
+    active = []
+    for epoch in range(10):
+        trainer.current_epoch, trainer.global_step = epoch, 10 * epoch
+        iter(sampler)
+        active.append(data.active)
+    assert active == [True] * 7 + [False] * 3
+    # A time budget that ends the run first (no epoch limit): 80 % of the time used -> off.
+    timer = Timer(duration={"seconds": 100})
+    trainer = SimpleNamespace(current_epoch=3, global_step=30, estimated_stepping_batches=float("inf"), callbacks=[timer])
+    timer.load_state_dict({"time_elapsed": {"train": 60.0}})
+    iter(MosaicSchedule(data, 0, lambda: trainer, off_share=0.25))
+    assert data.active  # 60 % + half an epoch (10 %) < 75 %
+    timer.load_state_dict({"time_elapsed": {"train": 80.0}})
+    iter(MosaicSchedule(data, 0, lambda: trainer, off_share=0.25))
+    assert not data.active
+    with pytest.raises(ValueError, match="share"):
+        MosaicSchedule(data, 0, lambda: trainer, off_share=1.5)
+
+
 def test_multiscale_collate_resizes_batch_boxes_and_scale() -> None:
     batch = [
         (torch.full((3, 64, 64), 0.4), {"boxes": torch.tensor([[8.0, 16, 32, 64]]), "scale": torch.tensor([0.5, 0.5])}),
