@@ -152,10 +152,14 @@ def train_yolo(seed: int, args: argparse.Namespace, run_dir: Path, gt_path: Path
     ]  # fmt: skip
     if len({p["stem"] for p in peer["predictions"]}) != len(stem_to_id):
         raise RuntimeError(f"YOLO predicted {len(peer['predictions'])} of {len(stem_to_id)} test images")
+    unreadable = peer.get("unreadable", [])
+    if unreadable:
+        print(f"   note: Ultralytics could not read {len(unreadable)} test image(s) (scored as no detections): "
+              f"{', '.join(unreadable)}", flush=True)  # fmt: skip
     write_json(run_dir / "detections.json", results)
     stats = evaluate(gt_path, run_dir / "detections.json", run_dir / "evaluate.log")
     return {
         "map": stats["map"], "map_50": stats["map_50"], "wall_s": peer["train_s"], "epochs": peer["epochs"],
         "latency_ms": peer["latency_ms"], "gflops": peer["gflops"], "input": peer["input"],
-        "params_m": peer["params_m"], "versions": peer["versions"],
+        "params_m": peer["params_m"], "versions": peer["versions"], "unreadable": unreadable,
     }  # fmt: skip

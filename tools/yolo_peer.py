@@ -22,8 +22,35 @@ import os
 import statistics
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+def predict_each(images: list[Path], predict: Callable[[str], list[Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """One record per image (``stem``, xyxy ``boxes`` in original pixels, ``scores``, ``classes``) from
+    ``predict(path) -> [result]``, and the names of the images it returned no result for.
+
+    Ultralytics returns no result for an image it cannot read (it prints "Image Read Error"; a JPEG
+    missing its last bytes is one, which detkit reads): such an image is scored as having no
+    detections, and named, rather than failing the whole run."""
+    records, unreadable = [], []
+    for path in images:
+        results = predict(str(path))
+        if not results:
+            unreadable.append(path.name)
+            records.append({"stem": path.stem, "boxes": [], "scores": [], "classes": []})
+            continue
+        if len(results) != 1:
+            raise RuntimeError(f"Ultralytics returned {len(results)} results for one image {path}")
+        boxes = results[0].boxes
+        records.append({
+            "stem": path.stem,
+            "boxes": boxes.xyxy.tolist(),  # original pixels
+            "scores": boxes.conf.tolist(),
+            "classes": [int(c) for c in boxes.cls.tolist()],
+        })  # fmt: skip
+    return records, unreadable
 
 
 def main() -> None:
@@ -61,23 +88,19 @@ def main() -> None:
 
     trained = YOLO(str(weights))
     images = sorted(p for p in args.images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    predictions = []
-    for path in images:
-        [result] = trained.predict(str(path), imgsz=args.imgsz, conf=args.conf, max_det=args.max_det,
-                                   device="cpu", verbose=False)  # fmt: skip
-        boxes = result.boxes
-        predictions.append({
-            "stem": path.stem,
-            "boxes": boxes.xyxy.tolist(),  # original pixels
-            "scores": boxes.conf.tolist(),
-            "classes": [int(c) for c in boxes.cls.tolist()],
-        })  # fmt: skip
+    predict = lambda path: trained.predict(path, imgsz=args.imgsz, conf=args.conf, max_det=args.max_det,  # noqa: E731
+                                           device="cpu", verbose=False)  # fmt: skip
+    predictions, unreadable = predict_each(images, predict)
+    if unreadable:
+        print(f"yolo_peer: Ultralytics could not read {len(unreadable)} of {len(images)} test images; they are scored "
+              f"as having no detections: {', '.join(unreadable)}", flush=True)  # fmt: skip
 
     # Latency: inference + NMS of one image letterboxed to a square imgsz input (rect=False), batch 1.
     speeds = []
     torch.set_num_threads(args.threads or torch.get_num_threads())
+    readable = next(p for p in images if p.name not in unreadable)
     for _ in range(3 + args.runs):
-        [result] = trained.predict(str(images[0]), imgsz=args.imgsz, conf=args.conf, max_det=args.max_det,
+        [result] = trained.predict(str(readable), imgsz=args.imgsz, conf=args.conf, max_det=args.max_det,
                                    device="cpu", rect=False, verbose=False)  # fmt: skip
         speeds.append(result.speed["inference"] + result.speed["postprocess"])
     net = trained.predictor.model.model  # the fused network predict ran
@@ -88,6 +111,7 @@ def main() -> None:
         "epochs": args.epochs,
         "weights": str(weights),
         "predictions": predictions,
+        "unreadable": unreadable,
         "latency_ms": statistics.median(speeds[3:]),
         "gflops": counter.get_total_flops() / 1e9,  # a multiply-add counts as 2 FLOPs
         "input": f"{args.imgsz}x{args.imgsz}",
