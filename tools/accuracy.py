@@ -27,9 +27,10 @@ Rows:
   models, widely for barely trained ones.)
 
 Budget: ``--budget auto`` (default) is the wall time of YOLO11n's ``--yolo-epochs`` (30) epochs on
-this machine, measured first; or ``--budget SECONDS``. detkit rows get the number of epochs that a
-short ``detkit fit`` probe (a few training steps) says fits the budget, with ``--trainer.max_time``
-as the hard stop; torchvision FCOS fixes its epochs after its first steps and epoch, and stops at
+this machine, measured first; or ``--budget SECONDS``. detkit rows are budget-true: no epoch limit,
+``--trainer.max_time`` = the budget less the process's start-up, and the config's ``model.schedule``
+(a :class:`detkit.schedule.RunSchedule`) anneals the learning rate to that time (a config without
+one is refused; the "budget used" share is printed per run); torchvision FCOS fixes its epochs after its first steps and epoch, and stops at
 the budget. ``--epochs N`` instead trains detkit and torchvision rows N epochs each (budget unused).
 
 Columns: mAP, mAP50, training wall time (detkit rows: the whole ``detkit fit`` process, start-up
@@ -65,16 +66,14 @@ import shutil
 import statistics
 import sys
 import tempfile
-import time
 import warnings
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
-from lightning.pytorch import Callback
 
-from detkit.cli import build_cli, build_data, parse_config
+from detkit.cli import build_data, parse_config
 from detkit.evaluation.cocojson import read_json
 from detkit.inference import load_detector, to_hwc_array
 from tools.accuracy_measure import (
@@ -96,72 +95,45 @@ from tools.accuracy_peers import YOLO, train_torchvision, train_yolo
 
 #: detkit rows when no ``--detkit`` is given: name -> configs (later ones override).
 DEFAULT_ROWS = {
-    "detkit_tal_scratch": ["configs/raccoon.yaml"],
-    "detkit_fcos_scratch": ["configs/raccoon.yaml", "configs/raccoon_fcos.yaml"],
+    "detkit_csp_scratch": ["configs/raccoon.yaml"],
     "detkit_imagenet_mnv2": ["configs/raccoon.yaml", "configs/raccoon_imagenet.yaml"],
 }
-STARTUP_S = 15.0  # a ``detkit fit`` process's start (imports, readers) that the in-process probe does not see
+STARTUP_S = 15.0  # a ``detkit fit`` process's start (imports, readers) before trainer.max_time starts counting
 
 # ---- detkit rows ---------------------------------------------------------------------------------
-class _StepClock(Callback):
-    """Wall-clock time of every training step's start and of the last step's end."""
-
-    def __init__(self) -> None:
-        self.starts: list[float] = []
-        self.end = 0.0
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # noqa: ANN001
-        self.starts.append(time.perf_counter())
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
-        self.end = time.perf_counter()
+def check_budget_true(name: str, configs: list[str]) -> None:
+    """A budgeted row needs ``model.schedule`` (:class:`detkit.schedule.RunSchedule`): its learning
+    rate then follows ``trainer.max_time``, so the row uses its whole budget and ends annealed."""
+    if parse_config(config_args(configs)).model.get("schedule") is None:
+        raise SystemExit(
+            f"{name}: {','.join(configs)} has no model.schedule, so its learning rate cannot follow a time budget; "
+            f"add a detkit.schedule.RunSchedule or give --epochs"
+        )
 
 
-def probe_detkit(configs: list[str], args: argparse.Namespace, root: Path, steps: int = 5) -> dict[str, float]:
-    """Seconds per training step, steps per epoch and start-up seconds of ``detkit fit CONFIGS``,
-    from ``steps`` training steps run in this process (the first one not timed)."""
-    cli = build_cli(
-        [*config_args(configs), *data_overrides(args), "--seed_everything=0", "--trainer.max_epochs=1",
-         f"--trainer.limit_train_batches={steps}", "--trainer.limit_val_batches=0", "--trainer.num_sanity_val_steps=0",
-         "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
-         f"--trainer.default_root_dir={root}", "--checkpoint.monitor=null", "--checkpoint.save_top_k=0",
-         "--checkpoint.save_last=false"],
-        run=False,
-    )  # fmt: skip
-    clock = _StepClock()
-    cli.trainer.callbacks.append(clock)
-    start = time.perf_counter()
-    cli.trainer.fit(cli.model, cli.datamodule)
-    if len(clock.starts) < 2:
-        raise RuntimeError(f"probe of {configs} ran {len(clock.starts)} steps; the training split is too small")
-    return {
-        "step_s": (clock.end - clock.starts[1]) / (len(clock.starts) - 1),
-        "steps_per_epoch": len(cli.datamodule.train_dataloader()),
-        "startup_s": clock.starts[0] - start + STARTUP_S,
-    }
-
-
-def detkit_epochs(probe: dict[str, float], budget: float) -> int:
-    """Epochs of ``probe``'s pace that fit ``budget`` seconds (at least 1)."""
-    epoch_s = probe["step_s"] * probe["steps_per_epoch"]
-    return max(1, math.floor((budget - probe["startup_s"]) / epoch_s))
-
-
-def train_detkit(name: str, configs: list[str], seed: int, epochs: int, steps_per_epoch: int,
+def train_detkit(name: str, configs: list[str], seed: int, epochs: int | None, steps_per_epoch: int,
                  budget: float | None, args: argparse.Namespace, run_dir: Path, gt_path: Path,
                  image: np.ndarray) -> dict[str, Any]:  # fmt: skip
-    """``detkit fit`` then ``detkit evaluate --ckpt_path`` for one config and seed."""
+    """``detkit fit`` then ``detkit evaluate --ckpt_path`` for one config and seed: for ``epochs``,
+    or (``epochs=None``) until ``budget`` seconds of wall time are spent: ``--trainer.max_time`` is
+    the budget less the process's start-up and no epoch limit, and the config's ``model.schedule``
+    anneals the learning rate to that time."""
     overrides = [
         *data_overrides(args), f"--seed_everything={seed}", f"--trainer.default_root_dir={run_dir}",
-        f"--trainer.max_epochs={epochs}", "--trainer.limit_val_batches=0", "--trainer.num_sanity_val_steps=0",
+        "--trainer.limit_val_batches=0", "--trainer.num_sanity_val_steps=0",
         "--trainer.enable_progress_bar=false", "--checkpoint.monitor=null", "--checkpoint.save_top_k=0",
         "--checkpoint.save_last=true",
     ]  # fmt: skip
-    if budget is not None:
-        overrides.append(f"--trainer.max_time={max_time_arg(budget)}")
+    if epochs is None:
+        assert budget is not None
+        overrides += ["--trainer.max_epochs=-1", f"--trainer.max_time={max_time_arg(budget - STARTUP_S)}"]
+    else:
+        overrides.append(f"--trainer.max_epochs={epochs}")
     model = parse_config(config_args(configs)).model
     scheduler = model.get("lr_scheduler")
-    if scheduler is not None and "T_max" in (scheduler.get("init_args") or {}):
+    if epochs is None or model.get("schedule") is not None:
+        pass  # the schedule follows the run's own end
+    elif scheduler is not None and "T_max" in (scheduler.get("init_args") or {}):
         t_max = epochs if model.get("lr_scheduler_interval", "epoch") == "epoch" else epochs * steps_per_epoch
         overrides.append(f"--model.lr_scheduler.init_args.T_max={t_max}")
     elif scheduler is not None:
@@ -183,6 +155,7 @@ def train_detkit(name: str, configs: list[str], seed: int, epochs: int, steps_pe
         latency = cpu_latency_ms(run, args.latency_threads)
     return {
         "map": stats["map"], "map_50": stats["map_50"], "wall_s": wall, "epochs": round(steps_run / steps_per_epoch, 1),
+        "budget_used": wall / budget if budget else None,
         "latency_ms": latency, "gflops": gflops(run), "input": f"{x.shape[-1]}x{x.shape[-2]}",
         "params_m": sum(p.numel() for p in predictor.detector.parameters()) / 1e6,
     }  # fmt: skip
@@ -228,7 +201,8 @@ def format_table(rows: list[dict[str, Any]], header: str, markdown: bool = False
 
 
 def _brief(run: dict[str, Any]) -> str:
-    return f"mAP {run['map']:.3f}  mAP50 {run['map_50']:.3f}  {run['wall_s']:.0f} s  {run['epochs']:g} epochs"
+    used = f" ({run['budget_used']:.0%} of the budget)" if run.get("budget_used") else ""
+    return f"mAP {run['map']:.3f}  mAP50 {run['map_50']:.3f}  {run['wall_s']:.0f} s{used}  {run['epochs']:g} epochs"
 
 
 def _parse_rows(specs: list[str] | None) -> dict[str, list[str]]:
@@ -327,20 +301,15 @@ def main() -> None:
         print(f"budget: {budget:.0f} s per training", flush=True)
     for name, configs in detkit_rows.items():
         runs = []
+        steps = math.ceil(len(datamodule.reader("train")) / args.batch)
         if args.epochs is None:
-            with tempfile.TemporaryDirectory(prefix="detkit_probe_") as tmp:
-                probe = probe_detkit(configs, args, Path(tmp))
-            epochs = detkit_epochs(probe, budget)
-            pace = f"{probe['step_s']:.2f} s/step x {probe['steps_per_epoch']} steps/epoch"
-            print(f"== {name}: {pace} -> {epochs} epochs", flush=True)
+            check_budget_true(name, configs)
+            print(f"== {name}: {budget:.0f} s (trainer.max_time {budget - STARTUP_S:.0f} s), {steps} steps/epoch", flush=True)
         else:
-            epochs = args.epochs
-            steps = math.ceil(len(datamodule.reader("train")) / args.batch)
-            probe = {"steps_per_epoch": steps}
-            print(f"== {name}: {epochs} epochs", flush=True)
+            print(f"== {name}: {args.epochs} epochs", flush=True)
         for seed in row_seeds[name]:
             run_dir = args.out / name / f"seed{seed}"
-            train = lambda: train_detkit(name, configs, seed, epochs, probe["steps_per_epoch"],  # noqa: E731
+            train = lambda: train_detkit(name, configs, seed, args.epochs, steps,  # noqa: E731
                                          None if args.epochs else budget, args, run_dir, gt_path, image)  # fmt: skip
             runs.append(cached(run_dir, train, seed))
             print(f"   seed {seed}: {_brief(runs[-1])}", flush=True)

@@ -8,6 +8,7 @@ from detkit.models.backbones import (
     PlainConvBackbone,
     ResNetBackbone,
 )
+from detkit.models.csp import CSPBackbone
 from detkit.models.detector import Detector
 from detkit.models.heads import (
     DenseHead,
@@ -26,6 +27,7 @@ from detkit.models.necks import FPN, Neck
 
 __all__ = [
     "Backbone",
+    "CSPBackbone",
     "ConvNormAct",
     "DenseHead",
     "Detector",

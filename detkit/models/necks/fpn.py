@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
+from functools import partial
 from typing import Literal
 
 from torch import Tensor, nn
@@ -11,6 +12,7 @@ from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelP6P7
 
 from detkit.models.backbones import FeatureInfo
+from detkit.models.layers import ActivationName, ConvNormAct, NormName
 from detkit.models.necks.base import Neck
 
 __all__ = ["FPN", "LastLevelP6"]
@@ -38,14 +40,25 @@ class LastLevelP6(ExtraFPNBlock):
 
 
 class FPN(Neck):
-    """Top-down FPN (torchvision) returning one map per input level plus ``extra_levels`` coarser ones.
+    """Top-down FPN (torchvision) returning one map per input level plus ``extra_levels`` coarser ones,
+    optionally followed by a bottom-up path (PAN, Liu et al. 2018).
 
     Built from the backbone's ``feature_info`` (kept as ``in_features``), it declares its outputs in
     ``feature_info``: ``out_channels`` each, strides continuing by factors of 2.
+
+    With ``bottom_up``, fine detail travels back up the pyramid in a few convolutions:
+    ``N_0 = P_0``, ``N_i = fuse_i(P_i + down_i(N_{i-1}))`` with ``down_i`` a stride-2 3x3 convolution
+    and ``fuse_i`` a 3x3 one; extra levels are then computed from the last ``N``.
     """
 
     def __init__(
-        self, in_features: Sequence[FeatureInfo], out_channels: int = 256, extra_levels: Literal[0, 1, 2] = 2
+        self,
+        in_features: Sequence[FeatureInfo],
+        out_channels: int = 256,
+        extra_levels: Literal[0, 1, 2] = 2,
+        bottom_up: bool = False,
+        bottom_up_norm: NormName = "batch",
+        bottom_up_activation: ActivationName = "silu",
     ) -> None:
         """Build the pyramid.
 
@@ -55,6 +68,9 @@ class FPN(Neck):
             out_channels: Channels of every output level.
             extra_levels: Coarser levels appended after the last input, each a stride-2 3x3 conv
                 of the previous output (0, 1 = P6, or 2 = P6 and P7 as in RetinaNet / FCOS).
+            bottom_up: Add the bottom-up path (PAN) after the top-down one.
+            bottom_up_norm: Normalisation after each convolution of the bottom-up path.
+            bottom_up_activation: Activation after each normalisation of the bottom-up path.
         """
         super().__init__()
         in_features = [FeatureInfo(*f) for f in in_features]
@@ -72,7 +88,17 @@ class FPN(Neck):
         else:
             raise ValueError(f"extra_levels must be 0, 1 or 2, got {extra_levels}")
         self.in_features = in_features
-        self.fpn = FeaturePyramidNetwork([f.channels for f in in_features], out_channels, extra_blocks=extra)
+        channels = [f.channels for f in in_features]
+        if bottom_up:
+            # Extra levels come after the bottom-up path, from its last output.
+            self.fpn = FeaturePyramidNetwork(channels, out_channels)
+            self.extra = extra
+            conv = partial(ConvNormAct, out_channels, out_channels, 3, norm=bottom_up_norm, activation=bottom_up_activation)
+            self.down = nn.ModuleList(conv(stride=2) for _ in in_features[1:])
+            self.fuse = nn.ModuleList(conv() for _ in in_features[1:])
+        else:
+            self.fpn = FeaturePyramidNetwork(channels, out_channels, extra_blocks=extra)
+        self.bottom_up = bottom_up
         self.feature_info = [FeatureInfo(out_channels, s) for s in strides]
         self.feature_info += [FeatureInfo(out_channels, strides[-1] * 2 ** (i + 1)) for i in range(extra_levels)]
 
@@ -81,4 +107,12 @@ class FPN(Neck):
         if len(features) != len(self.in_features):
             raise ValueError(f"FPN built for {len(self.in_features)} input levels, got {len(features)} feature maps")
         named = OrderedDict((str(i), f) for i, f in enumerate(features))
-        return list(self.fpn(named).values())
+        levels = list(self.fpn(named).values())
+        if not self.bottom_up:
+            return levels
+        outs = [levels[0]]
+        for p, down, fuse in zip(levels[1:], self.down, self.fuse):
+            outs.append(fuse(p + down(outs[-1])))
+        if self.extra is not None:
+            outs, _ = self.extra(outs, features, [str(i) for i in range(len(outs))])
+        return outs

@@ -43,5 +43,5 @@ def test_csv_split_and_config(monkeypatch: pytest.MonkeyPatch) -> None:
     datamodule.setup("validate")
     assert len(datamodule.val_dataset) == 40 and datamodule.reader("test") is datamodule.reader("val")
     images, targets = next(iter(datamodule.val_dataloader()))
-    assert images.shape == (16, 3, 448, 448) and len(targets) == 16  # 416 px padded to the stride 64
+    assert images.shape == (16, 3, 416, 416) and len(targets) == 16  # 416 px: a multiple of the largest stride, 32
     assert all(len(t["orig_boxes"]) == len(t["boxes"]) for t in targets)
