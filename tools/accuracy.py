@@ -46,13 +46,18 @@ Ultralytics in its own environment (same torch; ``--system-site-packages`` sees 
     python -m venv --system-site-packages /tmp/yolo && /tmp/yolo/bin/pip install ultralytics
 
 Full table: one training per detkit row and seed plus one per peer, each of the budget (about
-1,450 s on a 2-core CPU: 8 trainings, about 3.5 hours, for the default rows; ``--resume`` reuses
-finished trainings after an interruption)::
+800-1,100 s on a 2-core AVX-512 CPU; ``--resume`` reuses finished trainings after an interruption).
+Recipes are judged on two opposite datasets, raccoon (default) and BCCD (``--data-config`` twice,
+every detkit row given the same two configs first)::
 
     python -m tools.accuracy --yolo-python /tmp/yolo/bin/python \\
-        --detkit fcos_scratch=configs/raccoon.yaml \\
+        --detkit csp_scratch=configs/raccoon.yaml \\
         --detkit imagenet_mnv2=configs/raccoon.yaml,configs/raccoon_imagenet.yaml \\
         --json runs/accuracy/table.json --markdown runs/accuracy/table.md
+    python -m tools.accuracy --yolo-python /tmp/yolo/bin/python --peers yolo11n \\
+        --data-config configs/raccoon.yaml --data-config configs/bccd.yaml \\
+        --detkit csp_scratch=configs/raccoon.yaml,configs/bccd.yaml \\
+        --out runs/accuracy_bccd --json runs/accuracy_bccd/table.json --markdown runs/accuracy_bccd/table.md
 
 End-to-end check on a tiny budget (minutes): ``--epochs 1 --yolo-epochs 1 --seeds 0``.
 """

@@ -5,6 +5,7 @@ from detkit.data.check import DataReport, check_dataset, plot_reports
 from detkit.data.collate import MultiScaleCollate, collate_detection
 from detkit.data.datamodule import DetectionDataModule
 from detkit.data.images import IMAGE_EXTENSIONS, ImageReadError, image_size, read_image
+from detkit.data.mixing import CopyPasteDataset, MixUpDataset, copy_paste, mixup
 from detkit.data.mosaic import MosaicDataset, MosaicSchedule, mosaic
 from detkit.data.readers import (
     SHAPES_CLASS_NAMES,
@@ -42,6 +43,10 @@ __all__ = [
     "mosaic",
     "MosaicDataset",
     "MosaicSchedule",
+    "MixUpDataset",
+    "CopyPasteDataset",
+    "mixup",
+    "copy_paste",
     "MultiScaleCollate",
     "plot_reports",
     "PRESETS",

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 
 from detkit.data.augment import AugmentationSpec
 from detkit.data.collate import MultiScaleCollate, collate_detection
+from detkit.data.mixing import CopyPasteDataset, MixUpDataset, Switchable
 from detkit.data.mosaic import MosaicDataset, MosaicSchedule
 from detkit.data.readers.base import Reader
 from detkit.data.sampler import EpochShuffle
@@ -36,8 +37,8 @@ class DetectionDataModule(LightningDataModule):
 
     After :meth:`setup`, ``train_dataset``, ``val_dataset``, ``test_dataset`` and
     ``predict_dataset`` are :class:`~detkit.data.transforms.TransformedDataset` wrappers; ``.dataset``
-    on each is the reader (for training with mosaic, the
-    :class:`~detkit.data.mosaic.MosaicDataset` around it). Evaluation items are letterboxed to
+    on each is the reader (for training with copy-paste, mosaic or mixup, those wrappers around it,
+    in that order). Evaluation items are letterboxed to
     ``input_size`` (padded to a multiple of ``pad_multiple``) and carry ``orig_boxes``, the reader's
     boxes in original pixels. Multi-scale training (``multiscale_sizes``) letterboxes training images
     to the largest size and resizes each batch to one size drawn from the list.
@@ -62,6 +63,8 @@ class DetectionDataModule(LightningDataModule):
         mosaic_prob: float = 0.0,
         mosaic_off_last_epochs: int = 0,
         mosaic_off_share: float = 0.0,
+        mixup_prob: float = 0.0,
+        copy_paste_prob: float = 0.0,
         multiscale_sizes: list[int] | None = None,
     ) -> None:
         """Store the readers and options (no file is read here).
@@ -90,6 +93,11 @@ class DetectionDataModule(LightningDataModule):
             mosaic_off_share: Train the final share of the run (0..1; of its steps, or of
                 ``trainer.max_time`` when time ends the run first) without mosaic, so the model ends on
                 images as they are; holds for a run of any length. Exclusive with ``mosaic_off_last_epochs``.
+                Both also switch off mixup and copy-paste.
+            mixup_prob: Probability that a training item (a mosaic or not) is blended with another
+                (:class:`~detkit.data.mixing.MixUpDataset`; 0 disables it).
+            copy_paste_prob: Probability that a training image gets up to 8 boxes of another image
+                pasted in as crops (:class:`~detkit.data.mixing.CopyPasteDataset`; 0 disables it).
             multiscale_sizes: Training input sides, one drawn per batch; ``None`` trains at ``input_size``.
 
         Raises:
@@ -105,6 +113,9 @@ class DetectionDataModule(LightningDataModule):
                 raise ValueError(f"{name} must be >= {low}, got {value}")
         if not 0 <= mosaic_prob <= 1:
             raise ValueError(f"mosaic_prob must be in [0, 1], got {mosaic_prob}")
+        for name, value in (("mixup_prob", mixup_prob), ("copy_paste_prob", copy_paste_prob)):
+            if not 0 <= value <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
         if not 0 <= mosaic_off_share <= 1:
             raise ValueError(f"mosaic_off_share must be in [0, 1], got {mosaic_off_share}")
         if mosaic_off_share > 0 and mosaic_off_last_epochs > 0:
@@ -128,6 +139,9 @@ class DetectionDataModule(LightningDataModule):
         self.mosaic_prob = mosaic_prob
         self.mosaic_off_last_epochs = mosaic_off_last_epochs
         self.mosaic_off_share = mosaic_off_share
+        self.mixup_prob = mixup_prob
+        self.copy_paste_prob = copy_paste_prob
+        self.switches: list[Switchable] = []  # the training wrappers the end of the run switches off
         self.multiscale = MultiScaleCollate(multiscale_sizes, self.pad_multiple) if multiscale_sizes else None
         self.train_dataset: TransformedDataset | None = None
         self.val_dataset: TransformedDataset | None = None
@@ -248,8 +262,16 @@ class DetectionDataModule(LightningDataModule):
             self.check_has_boxes("train")
         if "train" in splits and self.train_dataset is None:
             raw: Any = self.reader("train")
+            self.switches = []
+            if self.copy_paste_prob > 0:
+                raw = CopyPasteDataset(raw, self.copy_paste_prob)
+                self.switches.append(raw)
             if self.mosaic_prob > 0:
                 raw = MosaicDataset(raw, self.train_size, self.mosaic_prob)
+                self.switches.append(raw)
+            if self.mixup_prob > 0:
+                raw = MixUpDataset(raw, self.train_size, self.mixup_prob)
+                self.switches.append(raw)
             self.train_dataset = TransformedDataset(raw, self._train_transform())
         if "val" in splits and self.val_dataset is None:
             self.val_dataset = self._eval_dataset("val")
@@ -278,14 +300,13 @@ class DetectionDataModule(LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         kwargs: dict[str, Any] = {"collate_fn": self.multiscale} if self.multiscale is not None else {}
-        raw = self.train_dataset.dataset if self.train_dataset is not None else None
         if self.train_dataset is None:
             raise RuntimeError("train dataset is not set up; call setup() first")
         # seed_everything's value (0 without it, as Lightning's DistributedSampler): the same on every process.
         seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
-        if isinstance(raw, MosaicDataset) and (self.mosaic_off_last_epochs > 0 or self.mosaic_off_share > 0):
+        if self.switches and (self.mosaic_off_last_epochs > 0 or self.mosaic_off_share > 0):
             sampler: EpochShuffle = MosaicSchedule(
-                raw, self.mosaic_off_last_epochs, self._get_trainer, seed, off_share=self.mosaic_off_share
+                self.switches, self.mosaic_off_last_epochs, self._get_trainer, seed, off_share=self.mosaic_off_share
             )
         else:
             sampler = EpochShuffle(len(self.train_dataset), seed)

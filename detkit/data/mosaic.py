@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from detkit.data.mixing import Switchable
 from detkit.data.sampler import EpochShuffle
 from detkit.ops.letterbox import fit_longest_side, resize_image
 from detkit.schedule import run_progress
@@ -63,7 +65,7 @@ def mosaic(
     return canvas, result
 
 
-class MosaicDataset(Dataset):
+class MosaicDataset(Switchable):
     """With probability ``prob``, item ``i`` becomes a :func:`mosaic` of item ``i`` and three random others.
 
     The mosaic centre is uniform in ``[size/4, 3*size/4]`` on both axes. Randomness comes from torch,
@@ -80,27 +82,11 @@ class MosaicDataset(Dataset):
             prob: Probability that an item is a mosaic.
             min_visibility: Fraction of a box's area that must stay on the canvas for it to be kept.
         """
-        if not 0 <= prob <= 1:
-            raise ValueError(f"mosaic prob must be in [0, 1], got {prob}")
+        super().__init__(dataset, prob, "mosaic")
         if size < 4:
             raise ValueError(f"mosaic size must be >= 4, got {size}")
-        self.dataset = dataset
         self.size = size
-        self.prob = prob
         self.min_visibility = min_visibility
-        self._active = torch.ones(1, dtype=torch.bool).share_memory_()
-
-    @property
-    def active(self) -> bool:
-        """Whether mosaics are made at all."""
-        return bool(self._active.item())
-
-    @active.setter
-    def active(self, value: bool) -> None:
-        self._active.fill_(bool(value))
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, dict[str, Any]]:
         if not self.active or self.prob == 0 or torch.rand(()).item() >= self.prob:
@@ -126,23 +112,25 @@ class MosaicSchedule(EpochShuffle):
 
     def __init__(
         self,
-        mosaic_dataset: MosaicDataset,
+        mosaic_dataset: Switchable | Sequence[Switchable],
         off_last_epochs: int,
         trainer: Callable[[], Any],
         seed: int = 0,
         off_share: float = 0.0,
     ) -> None:
         """Args:
-        mosaic_dataset: The wrapped training data (the sampler's data source).
+        mosaic_dataset: The wrapped training data (the sampler's data source), or several wrappers of
+            the same data (mosaic, mixup, copy-paste) switched together.
         off_last_epochs: Number of final epochs without mosaic (0: use ``off_share``).
         trainer: Returns the Lightning trainer (or ``None``).
         seed: Seed of the shuffled order.
         off_share: Final share of the run (0..1) without mosaic.
         """
-        super().__init__(len(mosaic_dataset), seed)
+        switches = [mosaic_dataset] if isinstance(mosaic_dataset, Switchable) else list(mosaic_dataset)
+        super().__init__(len(switches[0]), seed)
         if not 0 <= off_share <= 1:
             raise ValueError(f"mosaic off share must be in [0, 1], got {off_share}")
-        self.mosaic = mosaic_dataset
+        self.switches = switches
         self.off_last_epochs = off_last_epochs
         self.off_share = off_share
         self.trainer = trainer
@@ -153,9 +141,13 @@ class MosaicSchedule(EpochShuffle):
             progress = run_progress(trainer)
             epoch = getattr(trainer, "current_epoch", 0)
             per_epoch = progress / epoch if epoch > 0 else 0.0  # the share one epoch took so far
-            self.mosaic.active = progress + per_epoch / 2 < 1 - self.off_share
+            self._switch(progress + per_epoch / 2 < 1 - self.off_share)
         elif self.off_last_epochs > 0:
             max_epochs = getattr(trainer, "max_epochs", None)
             if max_epochs is not None and max_epochs > 0:
-                self.mosaic.active = trainer.current_epoch < max_epochs - self.off_last_epochs
+                self._switch(trainer.current_epoch < max_epochs - self.off_last_epochs)
         return super().__iter__()
+
+    def _switch(self, active: bool) -> None:
+        for switch in self.switches:
+            switch.active = active

@@ -236,7 +236,7 @@ def test_shipped_config_data_blocks_build_without_reading_files() -> None:
     assert (coco.input_size, coco.pad_multiple) == (800, 128)
     raccoon = _parse_data(_data_block("raccoon.yaml"), _data_block("augmentations.yaml"))
     assert raccoon.multiscale.sizes == [384, 448, 512] and raccoon.train_size == 512 and raccoon.mosaic_prob == 0.5
-    assert raccoon.reader("train").split.endswith("train_labels.csv") and raccoon.pad_multiple == 64
+    assert raccoon.reader("train").split.endswith("train_labels.csv") and raccoon.pad_multiple == 32
 
 
 class _ListReader(Reader):
