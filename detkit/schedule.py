@@ -13,7 +13,8 @@ __all__ = ["RunSchedule", "run_has_end", "run_progress", "time_progress", "step_
 def time_progress(trainer: Any) -> float | None:
     """Share of ``trainer.max_time`` used so far, from Lightning's own :class:`~lightning.pytorch.callbacks.Timer`
     (which the Trainer adds when ``max_time`` is set, and which restores its elapsed time when a run
-    resumes); ``None`` without a time limit."""
+    resumes); ``None`` without a time limit. With several processes, rank 0's clock decides (a
+    broadcast), so every process sets the same learning rate, as the Timer itself decides when to stop."""
     for callback in getattr(trainer, "callbacks", None) or []:
         if isinstance(callback, Timer):
             elapsed = callback.time_elapsed("train")
@@ -21,7 +22,10 @@ def time_progress(trainer: Any) -> float | None:
             if remaining is None:
                 return None
             total = elapsed + remaining
-            return elapsed / total if total > 0 else 1.0
+            share = elapsed / total if total > 0 else 1.0
+            if getattr(trainer, "world_size", 1) > 1:
+                share = float(trainer.strategy.broadcast(share, src=0))
+            return share
     return None
 
 

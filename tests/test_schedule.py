@@ -52,6 +52,22 @@ def test_bad_settings_are_errors(kwargs):
         RunSchedule(**kwargs)
 
 
+def test_time_share_comes_from_rank_0_under_several_processes():
+    from types import SimpleNamespace
+
+    from lightning.pytorch.callbacks import Timer
+
+    timer = Timer(duration={"seconds": 100})
+    timer.load_state_dict({"time_elapsed": {"train": 40.0}})
+    sent = []
+    strategy = SimpleNamespace(broadcast=lambda value, src: sent.append((value, src)) or 0.25)
+    trainer = SimpleNamespace(callbacks=[timer], world_size=2, strategy=strategy, global_step=0,
+                              estimated_stepping_batches=float("inf"))  # fmt: skip
+    assert run_progress(trainer) == 0.25 and sent == [(0.4, 0)]
+    trainer.world_size = 1
+    assert run_progress(trainer) == pytest.approx(0.4) and len(sent) == 1
+
+
 def test_schedule_with_another_scheduler_is_an_error():
     step_lr = {"class_path": "torch.optim.lr_scheduler.StepLR", "init_args": {"step_size": 1}}
     with pytest.raises(ValueError, match="without lr_scheduler"):
