@@ -102,9 +102,13 @@ def test_time_budget_run_uses_its_time_and_ends_annealed(tmp_path):
     assert used >= 0.9 * budget, used
     assert trainer.current_epoch < 100_000 - 1
     steps = len(record.lrs)
-    assert steps >= 10, steps
-    # Progress follows the clock (not the epoch count): the last step starts in the last tenth.
-    assert record.progress[-1] >= 0.9
+    assert steps >= 3, steps
+    # Progress follows the clock (not the epoch count): the last step starts within one step's
+    # time of the end, and progress grew with the time spent.
+    longest_step = max(b - a for a, b in zip(record.times, [*record.times[1:], record.end]))
+    assert record.progress[-1] >= 1 - longest_step / budget - 0.05
+    elapsed = [(t - record.times[0]) / budget for t in record.times]
+    assert all(abs(p - e) < 0.05 for p, e in zip(record.progress, elapsed)), (record.progress, elapsed)
     assert math.isclose(record.lrs[0], 0.01 * 0.001, rel_tol=1e-6)
     assert max(record.lrs) > 0.9 * 0.01  # warmed up fully
     # Ends annealed: within 5 % of the base rate above the floor (0.05 x base).
