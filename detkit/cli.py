@@ -47,6 +47,15 @@ class DetkitCLI(LightningCLI):
         kwargs.setdefault("allow_abbrev", False)
         return super().init_parser(**kwargs)
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parse ``args`` (``sys.argv`` when ``None``) into ``self.config``.
+
+        detkit's own commands (``evaluate``, ``check-data``, ``explain``, ``export``) and tools hand
+        the parser the config arguments they took from their own command line; Lightning's warning
+        about giving ``args`` while ``sys.argv`` has arguments is about a mistake they do not make,
+        so it is not raised (no warning filter involved)."""
+        self.config = parser.parse_object(args) if isinstance(args, (dict, Namespace)) else parser.parse_args(args)
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")

@@ -71,7 +71,6 @@ import shutil
 import statistics
 import sys
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -248,7 +247,6 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write {'rows': [...], 'cpu': ..., ...} here")
     parser.add_argument("--markdown", type=Path, help="write the table as markdown here")
     args = parser.parse_args()
-    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")  # ours are not the CLI's
     args.data_config = args.data_config or ["configs/raccoon.yaml"]
     detkit_rows = _parse_rows(args.detkit)
     peers = list(args.peers)
