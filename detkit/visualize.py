@@ -1,16 +1,34 @@
-"""Pictures of detections: boxes, class names and scores drawn onto images."""
+"""Pictures of detections: boxes in a colour per class, with readable captions (class name and score)."""
 
 from __future__ import annotations
 
+import colorsys
 from typing import Sequence
 
 import numpy as np
-import torch
+from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
-from torchvision.utils import draw_bounding_boxes
 
-# A fixed palette so a class keeps its colour across images (tab10).
+__all__ = ["PALETTE", "class_color", "draw_detections"]
+
+# tab10: a class keeps its colour across images and runs; classes past 10 get evenly spread hues.
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+
+
+def class_color(label: int) -> tuple[int, int, int]:
+    """The RGB colour of class ``label``: the same in every image and every run."""
+    if label < len(PALETTE):
+        code = PALETTE[label].lstrip("#")
+        return tuple(int(code[i : i + 2], 16) for i in (0, 2, 4))  # type: ignore[return-value]
+    hue = (label * 0.618033988749895) % 1.0  # golden-ratio steps: neighbouring labels differ
+    r, g, b = colorsys.hsv_to_rgb(hue, 0.75, 0.9)
+    return round(r * 255), round(g * 255), round(b * 255)
+
+
+def _text_color(fill: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Black on light fills, white on dark ones (relative luminance)."""
+    luminance = 0.2126 * fill[0] + 0.7152 * fill[1] + 0.0722 * fill[2]
+    return (0, 0, 0) if luminance > 140 else (255, 255, 255)
 
 
 def draw_detections(
@@ -19,9 +37,15 @@ def draw_detections(
     labels: Tensor,
     class_names: Sequence[str],
     scores: Tensor | None = None,
-    width: int = 2,
+    width: int | None = None,
+    font_size: int | None = None,
 ) -> np.ndarray:
-    """Draw boxes on an image.
+    """Draw boxes with captions on an image.
+
+    Each box is outlined in its class's colour (:func:`class_color`); its caption (class name, and
+    the score when given) is written on a filled label of that colour, in black or white, whichever
+    reads better on it. The label sits above the box, or inside its top edge when there is no room
+    above, and is moved left to stay inside the image: no caption is clipped at the border.
 
     Args:
         image: ``HxWx3`` uint8 RGB.
@@ -29,17 +53,30 @@ def draw_detections(
         labels: ``Int64Tensor[D]`` class indices into ``class_names``.
         class_names: one name per class.
         scores: optional ``FloatTensor[D]``, appended to each caption.
-        width: line width in pixels.
+        width: line width in pixels; default: scales with the image (2 px at 640 px).
+        font_size: caption height in pixels; default: scales with the image (16 px at 640 px, at least 10).
 
     Returns:
         A new ``HxWx3`` uint8 RGB array.
     """
-    if len(boxes) == 0:
-        return image.copy()
-    chw = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+    height, image_width = image.shape[:2]
+    side = max(height, image_width)
+    width = width or max(1, round(side / 320))
+    font_size = font_size or max(10, round(side / 40))
+    canvas = Image.fromarray(np.ascontiguousarray(image))
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default(size=font_size)
     names = [class_names[i] for i in labels.tolist()]
-    if scores is not None:
-        names = [f"{n} {s:.2f}" for n, s in zip(names, scores.tolist())]
-    colors = [PALETTE[i % len(PALETTE)] for i in labels.tolist()]
-    drawn = draw_bounding_boxes(chw, boxes.detach().cpu().float(), labels=names, colors=colors, width=width)
-    return drawn.permute(1, 2, 0).numpy()
+    captions = [f"{n} {s:.2f}" for n, s in zip(names, scores.tolist())] if scores is not None else names
+    for (x1, y1, x2, y2), label, caption in zip(boxes.detach().cpu().float().tolist(), labels.tolist(), captions):
+        color = class_color(label)
+        draw.rectangle((x1, y1, x2, y2), outline=color, width=width)
+        left, top, right, bottom = draw.textbbox((0, 0), caption, font=font)
+        text_w, text_h = right - left, bottom - top
+        pad = max(1, font_size // 8)
+        label_w, label_h = text_w + 2 * pad, text_h + 2 * pad
+        lx = min(max(0.0, x1), max(0.0, image_width - label_w))
+        ly = y1 - label_h if y1 - label_h >= 0 else max(0.0, min(y1, height - label_h))
+        draw.rectangle((lx, ly, lx + label_w, ly + label_h), fill=color)
+        draw.text((lx + pad - left, ly + pad - top), caption, fill=_text_color(color), font=font)
+    return np.asarray(canvas).copy()
