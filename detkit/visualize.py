@@ -44,7 +44,8 @@ def draw_detections(
 
     Each box is outlined in its class's colour (:func:`class_color`); its caption (class name, and
     the score when given) is written on a filled label of that colour, in black or white, whichever
-    reads better on it. The label sits above the box, or inside its top edge when there is no room
+    reads better on it. Captions are drawn after all boxes (no line crosses one), the most confident
+    last, so it is on top where captions overlap. The label sits above the box, or inside its top edge when there is no room
     above, and is moved left to stay inside the image: no caption is clipped at the border.
 
     Args:
@@ -68,15 +69,19 @@ def draw_detections(
     font = ImageFont.load_default(size=font_size)
     names = [class_names[i] for i in labels.tolist()]
     captions = [f"{n} {s:.2f}" for n, s in zip(names, scores.tolist())] if scores is not None else names
-    for (x1, y1, x2, y2), label, caption in zip(boxes.detach().cpu().float().tolist(), labels.tolist(), captions):
-        color = class_color(label)
-        draw.rectangle((x1, y1, x2, y2), outline=color, width=width)
-        left, top, right, bottom = draw.textbbox((0, 0), caption, font=font)
-        text_w, text_h = right - left, bottom - top
+    boxes_list = boxes.detach().cpu().float().tolist()
+    colors = [class_color(label) for label in labels.tolist()]
+    for box, color in zip(boxes_list, colors):
+        draw.rectangle(box, outline=color, width=width)
+    # Captions after every box (no box line crosses a caption), the most confident drawn last (on top).
+    order = sorted(range(len(captions)), key=lambda k: float(scores[k]) if scores is not None else 0.0)
+    for k in order:
+        x1, y1 = boxes_list[k][:2]
+        left, top, right, bottom = draw.textbbox((0, 0), captions[k], font=font)
         pad = max(1, font_size // 8)
-        label_w, label_h = text_w + 2 * pad, text_h + 2 * pad
+        label_w, label_h = right - left + 2 * pad, bottom - top + 2 * pad
         lx = min(max(0.0, x1), max(0.0, image_width - label_w))
         ly = y1 - label_h if y1 - label_h >= 0 else max(0.0, min(y1, height - label_h))
-        draw.rectangle((lx, ly, lx + label_w, ly + label_h), fill=color)
-        draw.text((lx + pad - left, ly + pad - top), caption, fill=_text_color(color), font=font)
+        draw.rectangle((lx, ly, lx + label_w, ly + label_h), fill=colors[k])
+        draw.text((lx + pad - left, ly + pad - top), captions[k], fill=_text_color(colors[k]), font=font)
     return np.asarray(canvas).copy()
