@@ -24,6 +24,7 @@ __all__ = [
     "MobileNetV2Backbone",
     "MobileNetV3Backbone",
     "PlainConvBackbone",
+    "StagedBackbone",
     "resolve_weights",
     "load_state_dict_file",
 ]
@@ -287,7 +288,29 @@ class MobileNetV2Backbone(_MobileNetBackbone):
         self._set_stages(net.features, frozen_stages)
 
 
-class PlainConvBackbone(Backbone):
+class StagedBackbone(Backbone):
+    """A stem and stages that each halve the resolution (strides ``2, 4, ..., 2**n`` for ``n``
+    widths, stem included); returns the last three stage outputs. Subclasses build ``stem`` and
+    ``stages`` and call :meth:`set_stages`."""
+
+    def set_stages(self, stem: nn.Module, stages: list[nn.Module], widths: list[int]) -> None:
+        """Keep ``stem`` and ``stages`` (``widths``: the stem's then each stage's output channels)."""
+        self.stem = stem
+        self.stages = nn.ModuleList(stages)
+        n = len(widths)
+        self.feature_info = [FeatureInfo(widths[i], 2 ** (i + 1)) for i in range(n - 3, n)]
+
+    def forward(self, images: Tensor) -> list[Tensor]:
+        """``(B, 3, H, W)`` -> the last three stage outputs ``(B, widths[i], H / 2**(i+1), W / 2**(i+1))``."""
+        x = self.stem(images)
+        outs = []
+        for stage in self.stages:
+            x = stage(x)
+            outs.append(x)
+        return outs[-3:]
+
+
+class PlainConvBackbone(StagedBackbone):
     """Small, fast, residual-free stack of ``ConvNormAct``; for CPU demos and tests."""
 
     def __init__(
@@ -320,21 +343,10 @@ class PlainConvBackbone(Backbone):
         if blocks_per_stage < 0:
             raise ValueError(f"blocks_per_stage must be >= 0, got {blocks_per_stage}")
         block = partial(ConvNormAct, kernel_size=kernel_size, norm=norm, activation=activation)
-        self.stem = block(3, widths[0], stride=2)
+        stem = block(3, widths[0], stride=2)
         stages = []
         for c_in, c_out in zip(widths[:-1], widths[1:]):
             layers = [block(c_in, c_out, stride=2)]
             layers += [block(c_out, c_out, dilation=dilation, groups=groups) for _ in range(blocks_per_stage)]
             stages.append(nn.Sequential(*layers))
-        self.stages = nn.ModuleList(stages)
-        n = len(widths)
-        self.feature_info = [FeatureInfo(widths[i], 2 ** (i + 1)) for i in range(n - 3, n)]
-
-    def forward(self, images: Tensor) -> list[Tensor]:
-        """``(B, 3, H, W)`` -> the last three stage outputs."""
-        x = self.stem(images)
-        outs = []
-        for stage in self.stages:
-            x = stage(x)
-            outs.append(x)
-        return outs[-3:]
+        self.set_stages(stem, stages, widths)

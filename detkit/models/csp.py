@@ -8,7 +8,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from detkit.models.backbones import Backbone, FeatureInfo
+from detkit.models.backbones import StagedBackbone
 from detkit.models.layers import ActivationName, ConvNormAct, NormName
 
 __all__ = ["Bottleneck", "CSPBlock", "SPPF", "CSPBackbone"]
@@ -149,7 +149,7 @@ class SPPF(nn.Module):
         return self.fuse(torch.cat(parts, dim=1))
 
 
-class CSPBackbone(Backbone):
+class CSPBackbone(StagedBackbone):
     """A small detection backbone for training from scratch: a stem, then stages that each halve the
     resolution and run a :class:`CSPBlock`, with an :class:`SPPF` block at the end; returns the last
     three stages (strides 8, 16, 32 with the default five widths).
@@ -201,7 +201,7 @@ class CSPBackbone(Backbone):
         if downsample not in ("conv", "maxpool"):
             raise ValueError(f"downsample must be 'conv' or 'maxpool', got {downsample!r}")
         conv = partial(ConvNormAct, norm=norm, activation=activation)
-        self.stem = conv(3, widths[0], kernel_size, stride=2)
+        stem = conv(3, widths[0], kernel_size, stride=2)
         stages = []
         for c_in, c_out, depth in zip(widths[:-1], widths[1:], depths):
             if downsample == "conv":
@@ -212,15 +212,4 @@ class CSPBackbone(Backbone):
             stages.append(nn.Sequential(down, block))
         if sppf:
             stages[-1].append(SPPF(widths[-1], widths[-1], sppf_pool_size, norm, activation))
-        self.stages = nn.ModuleList(stages)
-        n = len(widths)
-        self.feature_info = [FeatureInfo(widths[i], 2 ** (i + 1)) for i in range(n - 3, n)]
-
-    def forward(self, images: Tensor) -> list[Tensor]:
-        """``(B, 3, H, W)`` -> the last three stage outputs ``(B, widths[i], H / 2**(i+1), W / 2**(i+1))``."""
-        x = self.stem(images)
-        outs = []
-        for stage in self.stages:
-            x = stage(x)
-            outs.append(x)
-        return outs[-3:]
+        self.set_stages(stem, stages, widths)
