@@ -1,14 +1,12 @@
 """Start-up cost of the ``detkit`` console script: wall time and peak memory of ``--help`` answers.
 
 Each command runs in a fresh process (``python -c "from detkit.commands import main; main(ARGS)"``),
-``--runs`` times; the table gives the median wall time, the peak resident memory of the process
-(``ru_maxrss``) and the ratio to the first row of the same run. ``--repo DIR`` imports detkit from
-another checkout (for example a ``git worktree`` of an older commit), so one machine measures
-before and after::
+``--runs`` times, for this checkout and for ``--before DIR`` (another checkout, e.g. a
+``git worktree`` of an older commit), one command after the other in the same run; the table gives the median wall
+time and the peak resident memory of each process (``ru_maxrss`` from ``wait4``) and the ratios::
 
     git worktree add /tmp/detkit-before 8224e0a
-    python -m tools.bench_startup --repo /tmp/detkit-before --label before
-    python -m tools.bench_startup --label after
+    python -m tools.bench_startup --before /tmp/detkit-before
 """
 
 from __future__ import annotations
@@ -54,17 +52,17 @@ def cpu_model() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repo", type=Path, default=Path(__file__).resolve().parents[1], help="checkout to import detkit from")
-    parser.add_argument("--label", default="", help="a name for this checkout in the table")
+    parser.add_argument("--before", type=Path, required=True, help="the checkout to compare with (imported by PYTHONPATH)")
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    rows = [(" ".join(cmd), *measure(cmd, args.repo.resolve(), args.runs)) for cmd in COMMANDS]
-    print(f"detkit start-up {args.label} ({args.repo}); {cpu_model()}, {os.cpu_count()} cores; median of {args.runs}")
-    print("| command | wall s | peak RSS MB | vs `detkit --help` |")
-    print("|---|---:|---:|---:|")
-    base = rows[0][1]
-    for name, wall, peak in rows:
-        print(f"| `detkit {name}` | {wall:.2f} | {peak:.0f} | {wall / base:.1f}x |")
+    after_repo, before_repo = Path(__file__).resolve().parents[1], args.before.resolve()
+    print(f"detkit start-up: before = {before_repo}, after = {after_repo}; {cpu_model()}, {os.cpu_count()} cores; "
+          f"median wall of {args.runs} fresh processes, largest peak RSS")  # fmt: skip
+    print("| command | before s | after s | before / after | before MB | after MB |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for cmd in COMMANDS:
+        (b_wall, b_mb), (a_wall, a_mb) = measure(cmd, before_repo, args.runs), measure(cmd, after_repo, args.runs)
+        print(f"| `detkit {' '.join(cmd)}` | {b_wall:.2f} | {a_wall:.2f} | {b_wall / a_wall:.1f}x | {b_mb:.0f} | {a_mb:.0f} |")
 
 
 if __name__ == "__main__":
