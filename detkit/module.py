@@ -317,14 +317,14 @@ class DetectionModule(LightningModule):
         optimizer = self.optimizer_factory(weight_decay_groups(self))
         schedule = self.schedule
         if schedule is not None:
-            trainer = self._trainer
-            if trainer is not None and not run_has_end(trainer):
+            trainer = self.trainer  # configure_optimizers runs inside a Trainer
+            if not run_has_end(trainer):
                 rank_zero_warn(
                     "model.schedule follows the run's progress, but the run has no end (trainer.max_epochs=-1, "
                     "no max_steps, no max_time): the learning rate stays at the start of its warm-up"
                 )
             # A plain function (not a bound method): LambdaLR's state_dict then saves nothing of it.
-            factor = lambda _step: schedule.factor(run_progress(self._trainer))  # noqa: E731
+            factor = lambda _step: schedule.factor(run_progress(trainer))  # noqa: E731
             return [optimizer], [{"scheduler": LambdaLR(optimizer, factor), "interval": "step"}]
         schedulers = []
         needs_epoch = self.hparams.warmup_steps is None and self.hparams.warmup_epochs > 0

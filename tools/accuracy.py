@@ -70,7 +70,6 @@ import math
 import shutil
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
