@@ -63,7 +63,7 @@ def test_wrappers_apply_with_their_probability_and_switch_off_together():
     items = [_item(40, 40, 10 * k, [[5, 5, 20, 20]], k, f"{k}.png") for k in range(4)]
     paste, mix = CopyPasteDataset(items, prob=1.0), MixUpDataset(items, size=40, prob=1.0)
     torch.manual_seed(0)
-    assert len(paste[0][1]["boxes"]) >= 1 and mix[0][1]["file_name"].startswith("mixup:0.png+")
+    assert len(paste[0][1]["boxes"]) > 1 and mix[0][1]["file_name"].startswith("mixup:0.png+")
     assert MixUpDataset(items, size=40, prob=0.0)[1][1]["file_name"] == "1.png"
     mosaic = MosaicDataset(items, size=40, prob=1.0)
     trainer = SimpleNamespace(current_epoch=9, global_step=90, estimated_stepping_batches=100, callbacks=[])
