@@ -19,14 +19,16 @@ Versions:
 from __future__ import annotations
 
 import copy
+import os
 import pickle
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
-__all__ = ["CHECKPOINT_FORMAT_VERSION", "migrate_checkpoint", "read_checkpoint"]
+__all__ = ["CHECKPOINT_FORMAT_VERSION", "load_detector_checkpoint", "migrate_checkpoint", "read_checkpoint"]
 
 #: Version of the ``checkpoint["detkit"]`` block this detkit writes.
 CHECKPOINT_FORMAT_VERSION = 2
@@ -89,7 +91,7 @@ def _migrate_detector_config_v1(config: dict[str, Any]) -> dict[str, Any]:
     head_args = _take(args, _V1_HEAD)
     head_args["assigner"] = {"class_path": "detkit.models.FCOSAssigner", "init_args": _take(args, _V1_ASSIGNER)}
     head_args["loss"] = {"class_path": "detkit.models.FCOSLoss", "init_args": _take(args, _V1_LOSS)}
-    head_args["decoder"] = {"class_path": "detkit.models.FCOSDecoder", "init_args": _take(args, _V1_DECODER)}
+    head_args["decoder"] = {"class_path": "detkit.models.DenseDecoder", "init_args": _take(args, _V1_DECODER)}
     init_args: dict[str, Any] = {}
     if "num_classes" in args:  # only when the config was saved with it
         init_args["num_classes"] = args["num_classes"]
@@ -178,10 +180,51 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise ValueError(
             f"{path} is not a detkit checkpoint / cannot be read: truncated or not a torch file ({type(error).__name__})"
         ) from None
-    if not isinstance(checkpoint, dict):
-        raise ValueError(f"{path} is not a detkit checkpoint: it holds a {type(checkpoint).__name__}, not a checkpoint dict")
-    if not isinstance(checkpoint.get("detkit"), dict):
-        raise ValueError(f"{path} is not a detkit checkpoint (no 'detkit' block)")
-    if not isinstance(checkpoint.get("state_dict"), dict):
-        raise ValueError(f"{path} is not a detkit checkpoint: it has no 'state_dict' of weights")
+    _check_checkpoint(checkpoint, str(path))
     return checkpoint
+
+
+def _check_checkpoint(checkpoint: Any, source: str) -> None:
+    """Raise ``ValueError`` naming ``source`` unless ``checkpoint`` is a dict with a ``detkit`` block and a ``state_dict``."""
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f"{source} is not a detkit checkpoint: it holds a {type(checkpoint).__name__}, not a checkpoint dict")
+    if not isinstance(checkpoint.get("detkit"), dict):
+        raise ValueError(f"{source} is not a detkit checkpoint (no 'detkit' block)")
+    if not isinstance(checkpoint.get("state_dict"), dict):
+        raise ValueError(f"{source} is not a detkit checkpoint: it has no 'state_dict' of weights")
+
+
+def load_detector_checkpoint(
+    checkpoint: str | os.PathLike[str] | dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """A detkit checkpoint in the current format, and its detector's weights: the one read, migrate
+    and strip-prefix sequence behind loading, fine-tuning and pruning.
+
+    A path is read with :func:`read_checkpoint` (safely, tensors on the CPU); a dict (what
+    ``torch.load`` gave) is checked the same way. Either is upgraded by :func:`migrate_checkpoint`
+    (the input is not modified), and the weights under ``state_dict["detector.*"]`` are returned
+    with that prefix stripped, ready for ``detector.load_state_dict``.
+
+    Returns:
+        ``(checkpoint, weights)``: the migrated checkpoint dict (``checkpoint["detkit"]`` is the
+        current format's block, see the module's docstring) and the detector's ``state_dict``.
+
+    Raises:
+        FileNotFoundError: No file at the path.
+        ValueError: Unreadable, not a detkit checkpoint, of a format this detkit cannot read, or
+            without detector weights; the message names the file (``checkpoint dict`` for a dict).
+    """
+    if isinstance(checkpoint, dict):
+        source = "checkpoint dict"
+        _check_checkpoint(checkpoint, source)
+    else:
+        source = str(checkpoint)
+        checkpoint = read_checkpoint(checkpoint)
+    try:
+        checkpoint = migrate_checkpoint(checkpoint)
+    except ValueError as error:
+        raise ValueError(f"{source}: {error}") from None
+    weights = {k[len(_STATE_PREFIX) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(_STATE_PREFIX)}
+    if not weights:
+        raise ValueError(f"{source} holds no detector weights (no '{_STATE_PREFIX}*' entries in its state_dict)")
+    return checkpoint, weights

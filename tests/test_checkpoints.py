@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from detkit.checkpoints import CHECKPOINT_FORMAT_VERSION, migrate_checkpoint, read_checkpoint
+from detkit.checkpoints import CHECKPOINT_FORMAT_VERSION, load_detector_checkpoint, migrate_checkpoint, read_checkpoint
 from detkit.config import instantiate
-from detkit.models import FPN, Detector, FCOSAssigner, FCOSDecoder, FCOSHead, FCOSLoss
+from detkit.models import FPN, Detector, DenseDecoder, FCOSAssigner, FCOSHead, FCOSLoss
 
 REFERENCE = Path(__file__).parent / "models" / "data" / "fcos_format1_reference.pt"
 
@@ -114,7 +114,7 @@ def test_format1_defaults_are_written_out():
     assert isinstance(detector.neck, FPN) and [f.stride for f in detector.feature_info] == [4, 8, 16, 32, 64]
     assert isinstance(detector.head, FCOSHead) and len(detector.head.cls_tower) == 4
     assert isinstance(detector.head.assigner, FCOSAssigner) and isinstance(detector.head.criterion, FCOSLoss)
-    assert isinstance(detector.head.decoder, FCOSDecoder) and detector.head.decoder.nms_iou == 0.6
+    assert isinstance(detector.head.decoder, DenseDecoder) and detector.head.decoder.nms_iou == 0.6
     assert detector.channels_last and not detector.pad_to_stride
 
 
@@ -189,7 +189,7 @@ def test_shapes_config_is_the_format1_shapes_model():
 
 def test_module_loading_a_format1_checkpoint_migrates_its_weights(reference):
     """A Trainer given ``ckpt_path`` calls ``on_load_checkpoint`` before loading the weights."""
-    from detkit.module import DetectionModule
+    from detkit.training.module import DetectionModule
 
     checkpoint = _format1_checkpoint(reference)
     detector_config = migrate_checkpoint(checkpoint)["detkit"]["detector"]
@@ -257,6 +257,27 @@ def test_read_checkpoint_reads_a_real_checkpoint_and_a_missing_one_raises(tmp_pa
     assert checkpoint["detkit"]["format_version"] == 1 and checkpoint["state_dict"]
     with pytest.raises(FileNotFoundError, match="missing.ckpt"):
         read_checkpoint(tmp_path / "missing.ckpt")
+
+
+def test_load_detector_checkpoint_reads_migrates_and_strips_the_prefix(tmp_path, reference):
+    path = tmp_path / "format1.ckpt"
+    torch.save(_format1_checkpoint(reference), path)
+    checkpoint, weights = load_detector_checkpoint(path)
+    assert checkpoint["detkit"]["format_version"] == CHECKPOINT_FORMAT_VERSION
+    assert set(weights) == {("neck." + k[4:] if k.startswith("fpn.") else k) for k in reference["state_dict"]}
+    build_detector(checkpoint["detkit"]["detector"], 3).load_state_dict(weights)  # strict: every weight fits
+    given = _format1_checkpoint(reference)
+    _, from_dict = load_detector_checkpoint(given)
+    assert from_dict.keys() == weights.keys() and given["detkit"]["format_version"] == 1  # the input stays as it was
+    with pytest.raises(FileNotFoundError, match="missing.ckpt"):
+        load_detector_checkpoint(tmp_path / "missing.ckpt")
+    with pytest.raises(ValueError, match=r"checkpoint dict is not a detkit checkpoint \(no 'detkit' block\)"):
+        load_detector_checkpoint({"state_dict": {"detector.x": torch.zeros(1)}})
+    with pytest.raises(ValueError, match="checkpoint dict: detkit checkpoint format 999"):
+        load_detector_checkpoint({"state_dict": {}, "detkit": {"format_version": 999}})
+    torch.save({"state_dict": {"model.x": torch.zeros(1)}, "detkit": {"format_version": 2}}, tmp_path / "other.ckpt")
+    with pytest.raises(ValueError, match=r"other\.ckpt holds no detector weights"):
+        load_detector_checkpoint(tmp_path / "other.ckpt")
 
 
 def test_load_detector_names_the_file_whose_weights_do_not_fit(tmp_path, reference):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from detkit.cli import build_cli
+from detkit.training.cli import build_cli
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "shapes.yaml"

@@ -16,7 +16,7 @@ from extra_head import PointHead
 from PIL import Image
 
 from detkit import load_detector
-from detkit.cli import build_cli
+from detkit.training.cli import build_cli
 from detkit.commands.check_data import main as check_data
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "shapes.yaml"

@@ -1,17 +1,17 @@
-"""The training recipe: EMA weights (detkit.callbacks.EMA, Lightning's EMAWeightAveraging), weight-decay groups, warm-up in epochs."""
+"""The training recipe: EMA weights (detkit.training.ema.EMA, Lightning's WeightAveraging), weight-decay groups, warm-up in epochs."""
 
 import pytest
 import torch
 from lightning.pytorch import Callback, Trainer
-from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, WeightAveraging
 from torch import nn
 from torch.utils.data import DataLoader
 
 from tiny import TINY_DETECTOR
 from detkit import load_detector
-from detkit.callbacks import EMA, ramped_ema
+from detkit.training.ema import EMA, ramped_ema
 from detkit.data import EvalTransform, ShapesReader, TransformedDataset, collate_detection
-from detkit.module import DetectionModule, weight_decay_groups
+from detkit.training.module import DetectionModule, weight_decay_groups
 
 DECAY = 0.3  # below the ramp's (1 + n) / (10 + n) from the 3rd update on: both rules are exercised
 
@@ -109,7 +109,7 @@ def ema_run(tmp_path_factory):
 
 
 def test_ema_weights_are_validated_checkpointed_loaded_and_tested(ema_run):
-    assert issubclass(EMA, EMAWeightAveraging)
+    assert issubclass(EMA, WeightAveraging)
     tmp_path, module, probe, trainer = ema_run
     assert len(probe.steps) == 4 and len(probe.validated) == 2
     ema_2, ema_4 = _ema(probe.steps[:2], DECAY), _ema(probe.steps, DECAY)

@@ -17,7 +17,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "shapes.yaml"
-EMA = {"class_path": "detkit.callbacks.EMA", "init_args": {"decay": 0.9}}
+EMA = {"class_path": "detkit.training.ema.EMA", "init_args": {"decay": 0.9}}
 
 
 def _fit(root: Path, *extra: str) -> subprocess.CompletedProcess:

@@ -76,7 +76,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from detkit.cli import build_data, parse_config
+from detkit.training.cli import build_data, parse_config
 from detkit.evaluation.cocojson import read_json
 from detkit.inference import load_detector, to_hwc_array
 from tools.accuracy_measure import (

@@ -16,11 +16,11 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from detkit.cli import parse_config
+from detkit.training.cli import parse_config
 from detkit.data import DetectionDataModule
 from detkit.evaluation import CocoEvaluator
 from detkit.evaluation.cocojson import ground_truth_to_coco, write_json
-from detkit.module import to_original_pixels
+from detkit.ops.letterbox import to_original_pixels
 
 REPO = Path(__file__).resolve().parents[1]
 

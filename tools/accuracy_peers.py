@@ -16,11 +16,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from detkit.cli import build_data
+from detkit.training.cli import build_data
 from detkit.data import DetectionDataModule
 from detkit.evaluation import CocoEvaluator
 from detkit.evaluation.cocojson import results_to_coco, write_json
-from detkit.module import to_original_pixels
+from detkit.ops.letterbox import to_original_pixels
+from detkit.ops.xywh import xyxy_to_xywh
 from tools.accuracy_measure import cpu_latency_ms, data_args, evaluate, gflops, run_logged
 from tools.benchmark import torchvision_detector
 
@@ -146,9 +147,9 @@ def train_yolo(seed: int, args: argparse.Namespace, run_dir: Path, gt_path: Path
     peer = json.loads((run_dir / "peer.json").read_text())
     category_ids = datamodule.category_ids or list(range(1, datamodule.num_classes + 1))
     results = [
-        {"image_id": stem_to_id[p["stem"]], "category_id": int(category_ids[c]),
-         "bbox": [x1, y1, x2 - x1, y2 - y1], "score": s}
-        for p in peer["predictions"] for (x1, y1, x2, y2), s, c in zip(p["boxes"], p["scores"], p["classes"])
+        {"image_id": stem_to_id[p["stem"]], "category_id": int(category_ids[c]), "bbox": box, "score": s}
+        for p in peer["predictions"]
+        for box, s, c in zip(xyxy_to_xywh(np.asarray(p["boxes"], np.float64).reshape(-1, 4)).tolist(), p["scores"], p["classes"])
     ]  # fmt: skip
     if len({p["stem"] for p in peer["predictions"]}) != len(stem_to_id):
         raise RuntimeError(f"YOLO predicted {len(peer['predictions'])} of {len(stem_to_id)} test images")

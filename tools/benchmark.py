@@ -29,7 +29,7 @@ PEERS = ("torchvision_fcos_resnet50_fpn", "torchvision_retinanet_resnet50_fpn")
 def detkit_detector(configs: list[Path], num_classes: int) -> torch.nn.Module:
     """The ``model.detector`` of detkit configs (later files override), parsed by the same CLI as
     ``detkit fit``, with random backbone weights (never downloaded; speed does not depend on them)."""
-    from detkit.cli import parse_config
+    from detkit.training.cli import parse_config
     from detkit.inference import instantiate_detector
 
     config = parse_config([f"--config={path}" for path in configs])

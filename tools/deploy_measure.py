@@ -9,21 +9,21 @@ import sys
 import statistics
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
 
 from detkit.commands.evaluate import evaluate_checkpoint
 from detkit.evaluation.cocoeval import evaluate_coco
-from detkit.inference import Predictor
+from detkit.inference import BasePredictor, Predictor
 
 Detect = Callable[[torch.Tensor], list[dict[str, torch.Tensor]]]
 
 
-def detect_fn(model: Any) -> Detect:
+def detect_fn(model: BasePredictor) -> Detect:
     """``float [B, 3, S, S]`` letterboxed images in ``[0, 1]`` -> detections in input pixels, for any predictor."""
-    return model.detector.predict_batch if isinstance(model, Predictor) else model.predict_batch
+    return model.predict_batch
 
 
 def test_map(path: Path, configs: list[str]) -> dict[str, float]:

@@ -25,9 +25,9 @@ from typing import Any
 
 import torch
 
-from detkit.cli import build_data
+from detkit.training.cli import build_data
 from detkit.deploy import export_model
-from detkit.commands.prune import main as prune_main
+from detkit.deploy.prune import prune_checkpoint, write_fine_tune_config
 from detkit.deploy.quantize import calibration_sample, quantize_int8
 from detkit.inference import load_detector
 from detkit.ops.letterbox import Letterbox
@@ -112,8 +112,8 @@ def measure(args: argparse.Namespace) -> None:
         rows += _exported_rows(prefix, tuned, out / "unpruned" / "export", args, calibration)
     for ratio in args.ratios:
         pruned = out / f"pruned_{ratio:g}" / "pruned.ckpt"
-        if not (args.reuse and pruned.exists()) and prune_main(["--ckpt_path", str(args.ckpt), "--ratio", str(ratio), "--out", str(pruned)]) != 0:
-            raise RuntimeError(f"detkit prune failed on {args.ckpt}")
+        if not (args.reuse and pruned.exists()):
+            write_fine_tune_config(*prune_checkpoint(args.ckpt, pruned, ratio))
         model = load_detector(pruned)
         onnx = export_model(model, out / f"pruned_{ratio:g}" / "model.onnx", "onnx", dynamic_batch=True)
         rows.append(_row(f"pruned {ratio:.0%}, no fine-tune, ONNX fp32", "onnx", onnx, args.config, file_mb(onnx),
@@ -141,7 +141,7 @@ def norm_effect(args: argparse.Namespace) -> None:
     (the config's architecture, untrained: latency only), and the int8 graph's op counts."""
     import onnx
 
-    from detkit.cli import parse_config
+    from detkit.training.cli import parse_config
     from detkit.inference import Predictor, instantiate_detector
 
     torch.set_num_threads(args.threads)

@@ -1,6 +1,6 @@
 """The ``detkit`` console script: dispatches to LightningCLI or to detkit's own light subcommands.
 
-``fit``, ``validate``, ``test`` and ``predict`` go to :class:`detkit.cli.DetkitCLI`. ``evaluate``,
+``fit``, ``validate``, ``test`` and ``predict`` go to :class:`detkit.training.cli.DetkitCLI`. ``evaluate``,
 ``check-data``, ``plot-logs``, ``explain``, ``export`` and ``prune`` are detkit's own; they are imported only when asked for, so that
 ``detkit evaluate --gt --dt`` does not pay for importing Lightning.
 """
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int | None:
         return 0 if args else 2
     if args[0] in OWN_SUBCOMMANDS:
         return importlib.import_module(OWN_SUBCOMMANDS[args[0]]).main(args[1:])
-    from detkit.cli import build_cli
+    from detkit.training.cli import build_cli
 
     build_cli(argv)  # None: LightningCLI reads sys.argv itself
     return None

@@ -31,7 +31,7 @@ def main(argv: list[str]) -> int:
     unknown = [a for a in overrides if a.startswith("-") and not a.startswith("--data")]
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    from detkit.cli import build_data
+    from detkit.training.cli import build_data
     from detkit.data.check import check_dataset, plot_reports
 
     try:

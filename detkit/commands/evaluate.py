@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from detkit.evaluation.cocoeval import evaluate_coco
 from detkit.evaluation.cocojson import (
@@ -16,6 +18,10 @@ from detkit.evaluation.cocojson import (
     results_to_coco,
     write_json,
 )
+
+if TYPE_CHECKING:
+    from detkit.data import DetectionDataModule
+    from detkit.predictors import BasePredictor
 
 USAGE = """\
 detkit evaluate --gt GT.json --dt DETECTIONS.json [--out DIR] [--voc]
@@ -72,13 +78,15 @@ def report(
 def evaluate_checkpoint(
     ckpt_path: Path, configs: list[Path], data_overrides: list[str], device: str = "cpu"
 ) -> tuple[GroundTruth, Results]:
-    """Run a checkpoint on the test split of the data that the configs' ``data:`` blocks (and
-    ``--data.*`` overrides) describe, exactly as ``detkit test`` does.
+    """Run a checkpoint (or an export: ``.onnx``, ``.torchscript``) on the test split of the data
+    that the configs' ``data:`` blocks (and ``--data.*`` overrides) describe, exactly as ``detkit
+    test`` does.
 
     The data is built through the same CLI parser as ``detkit fit`` (only the ``data:`` block is
-    instantiated) at the checkpoint's own ``input_size``; images go through the same loader and
-    letterbox, and the same :class:`~detkit.evaluation.CocoEvaluator` scores them against the
-    reader's ground truth in original pixels.
+    instantiated) at the model's own ``input_size`` and ``pad_multiple`` (a warning names each value
+    the config had otherwise); images go through the same loader and letterbox, and the same
+    :class:`~detkit.evaluation.CocoEvaluator` scores them against the reader's ground truth in
+    original pixels.
 
     Returns:
         ``(ground truth, results)`` of the test split: category ids are the dataset's own where it
@@ -86,29 +94,38 @@ def evaluate_checkpoint(
     """
     import torch
 
-    from detkit.cli import build_data
     from detkit.evaluation import CocoEvaluator
-    from detkit.inference import Predictor, load_detector
-    from detkit.module import to_original_pixels
+    from detkit.inference import load_detector
+    from detkit.ops.letterbox import to_original_pixels
 
     predictor = load_detector(ckpt_path, device=device)
-    args = [f"--config={path}" for path in configs] + data_overrides
-    if isinstance(predictor, Predictor):
-        datamodule = build_data(args, ckpt_path=ckpt_path)
-        detect = predictor.detector.predict_batch
-    else:  # an export (.onnx, .torchscript): its sidecar gives the letterbox
-        datamodule = build_data([*args, f"--data.input_size={predictor.input_size}", f"--data.pad_multiple={predictor.pad_multiple}"])
-        detect = predictor.predict_batch
+    datamodule = _data_letterboxed_as(predictor, ckpt_path, [f"--config={path}" for path in configs] + data_overrides)
     if list(predictor.class_names) != list(datamodule.class_names):
         raise ValueError(f"{ckpt_path} was trained on classes {predictor.class_names}, the data has {datamodule.class_names}")
     datamodule.setup("test")
     evaluator = CocoEvaluator()
     with torch.inference_mode():
         for images, targets in datamodule.test_dataloader():
-            found = detect(images.to(getattr(predictor, "device", "cpu")))
-            found = [{k: v.cpu() for k, v in d.items()} for d in found]
+            found = [{k: v.cpu() for k, v in d.items()} for d in predictor.predict_batch(images)]
             evaluator.update(*to_original_pixels(found, targets))
     return evaluator.coco_inputs(datamodule.class_names, datamodule.category_ids)
+
+
+def _data_letterboxed_as(predictor: BasePredictor, model_path: Path, args: list[str]) -> DetectionDataModule:
+    """The DataModule of ``detkit fit ARGS``, its ``input_size`` and ``pad_multiple`` set to the
+    predictor's (the letterbox it was trained with), warning about each value the config had otherwise."""
+    import warnings
+
+    from detkit.training.cli import parse_config
+    from detkit.config import instantiate
+    from detkit.data import DetectionDataModule
+
+    data = parse_config(args).data
+    for key, value in {"input_size": predictor.input_size, "pad_multiple": predictor.pad_multiple}.items():
+        if data.get(key) != value:
+            warnings.warn(f"{model_path} was trained with data {key} {value}; using it instead of the config's {data.get(key)}")
+            data[key] = value
+    return instantiate(DetectionDataModule, {"class_path": "detkit.data.DetectionDataModule", "init_args": data.as_dict()})
 
 
 def main(argv: list[str]) -> int:
@@ -132,8 +149,12 @@ def main(argv: list[str]) -> int:
                 parser.error(f"unrecognized arguments: {' '.join(rest)}")
             if args.gt is None or args.dt is None:
                 parser.error("give --gt and --dt (or --ckpt_path with the data's --config)")
-            gt = load_ground_truth(args.gt)
-            dt = load_results(args.dt, gt)
+            gc.disable()  # this command's own process: millions of small json objects, none in a cycle
+            try:
+                gt = load_ground_truth(args.gt)
+                dt = load_results(args.dt, gt)
+            finally:
+                gc.enable()
         report(gt, dt, args.out, voc=args.voc, score_threshold=args.score_threshold)
     except (FileNotFoundError, ValueError, argparse.ArgumentError) as error:
         print(f"detkit evaluate: error: {error}", file=sys.stderr)

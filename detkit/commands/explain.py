@@ -7,20 +7,6 @@ import sys
 from pathlib import Path
 
 
-def _images(path: Path) -> list[Path]:
-    """The image files of ``path`` (one file, or a folder's images sorted by name)."""
-    from detkit.data.images import IMAGE_EXTENSIONS
-
-    if path.is_file():
-        return [path]
-    if path.is_dir():
-        found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
-        if not found:
-            raise FileNotFoundError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in {path}")
-        return found
-    raise FileNotFoundError(f"no image or folder at {path}")
-
-
 def main(argv: list[str]) -> int:
     """Run ``detkit explain``; returns the exit status (0: written, 2: bad input)."""
     parser = argparse.ArgumentParser(
@@ -42,18 +28,19 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--all-levels", action="store_true", help="with --gradcam: every pyramid level, not only the detection's own")
     parser.add_argument("--out", help="output folder (default: explain/ beside the checkpoint's checkpoints/ folder)")
     options = parser.parse_args(argv)
-    from detkit.explain import explain_images
+    from detkit.data.images import image_files
+    from detkit.pictures.explain import explain_images
     from detkit.inference import load_detector
 
     ckpt = Path(options.ckpt_path)
     out = Path(options.out) if options.out else ckpt.resolve().parent.parent / "explain"
     layers = [name.strip() for name in options.layers.split(",")] if options.layers else None
     try:
-        images = _images(Path(options.image))
+        images = image_files(options.image)
         model = load_detector(ckpt)
         written = explain_images(model, images, out, layers, options.channels)
         if options.gradcam:
-            from detkit.gradcam import save_gradcam
+            from detkit.pictures.gradcam import save_gradcam
 
             levels = "all" if options.all_levels else "own"
             for path in images:

@@ -9,13 +9,12 @@ from pathlib import Path
 
 def _calibration_images(options: argparse.Namespace) -> list:
     """Up to ``--calib-count`` images, evenly spread over ``--calib-images DIR`` or the training split of ``--config``."""
+    from detkit.data.images import image_files
     from detkit.deploy.quantize import calibration_sample
 
     if options.calib_images:
-        from detkit.commands.explain import _images
-
-        return calibration_sample(_images(Path(options.calib_images)), options.calib_count)
-    from detkit.cli import build_data
+        return calibration_sample(image_files(options.calib_images), options.calib_count)
+    from detkit.training.cli import build_data
 
     config = [arg for path in options.config for arg in ("--config", path)]
     return calibration_sample(build_data(config).reader("train"), options.calib_count)
@@ -52,8 +51,6 @@ def main(argv: list[str]) -> int:
     out = Path(options.out) if options.out else ckpt.resolve().parent.parent / "export"
     try:
         model = load_detector(ckpt)
-        if not hasattr(model, "detector"):
-            raise ValueError(f"{ckpt} is already an exported model: export a detkit checkpoint (.ckpt)")
         path = export_model(model, out / f"{options.name}{SUFFIXES[options.format]}", options.format,
                             options.dynamic_batch, options.score_threshold)  # fmt: skip
         written = [path]

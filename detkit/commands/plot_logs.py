@@ -18,7 +18,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", help="the PNG (default: curves.png beside metrics.csv)")
     parser.add_argument("--smoothing", type=float, default=0.6, help="moving-average weight of per-step series (0..1)")
     options = parser.parse_args(argv)
-    from detkit.curves import plot_curves
+    from detkit.pictures.curves import plot_curves
 
     try:
         path = plot_curves(options.run, options.out, options.smoothing)

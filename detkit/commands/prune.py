@@ -20,9 +20,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--ratio", type=float, required=True, help="fraction of channels to remove, e.g. 0.5")
     parser.add_argument("--out", help="output checkpoint (default: pruned_<ratio>.ckpt beside the checkpoint)")
     options = parser.parse_args(argv)
-    import yaml
-
-    from detkit.deploy.prune import prune_checkpoint
+    from detkit.deploy.prune import prune_checkpoint, write_fine_tune_config
 
     ckpt = Path(options.ckpt_path)
     out = Path(options.out) if options.out else ckpt.with_name(f"pruned_{options.ratio:g}.ckpt")
@@ -32,7 +30,6 @@ def main(argv: list[str]) -> int:
         print(f"detkit prune: {ckpt}: {error}" if isinstance(error, NotImplementedError) else f"detkit prune: {error}",
               file=sys.stderr)  # fmt: skip
         return 2
-    recipe = path.with_suffix(".yaml")
-    recipe.write_text(yaml.safe_dump({"model": {"detector": config, "init_weights": str(path)}}, sort_keys=False))
+    recipe = write_fine_tune_config(path, config)
     print(f"wrote {path} and {recipe}; fine-tune with: detkit fit --config <your config> --config {recipe}")
     return 0

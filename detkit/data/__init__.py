@@ -6,7 +6,7 @@ from detkit.data.collate import MultiScaleCollate, collate_detection
 from detkit.data.datamodule import DetectionDataModule
 from detkit.data.images import IMAGE_EXTENSIONS, ImageReadError, image_size, read_image
 from detkit.data.mixing import CopyPasteDataset, MixUpDataset, copy_paste, mixup
-from detkit.data.mosaic import MosaicDataset, MosaicSchedule, mosaic
+from detkit.data.mosaic import MosaicDataset, MosaicSwitch, mosaic
 from detkit.data.readers import (
     SHAPES_CLASS_NAMES,
     CocoReader,
@@ -42,7 +42,7 @@ __all__ = [
     "LABEL_FIELDS",
     "mosaic",
     "MosaicDataset",
-    "MosaicSchedule",
+    "MosaicSwitch",
     "MixUpDataset",
     "CopyPasteDataset",
     "mixup",

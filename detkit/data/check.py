@@ -133,12 +133,10 @@ def check_dataset(dataset: Dataset, split: str = "data", read_images: bool = Tru
 
 def plot_reports(reports: list[DataReport], path: str | Path) -> Path:
     """Write a PNG: per split, boxes per class (bars) and histograms of box width and height (pixels)."""
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: no backend to choose, no global figure list
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(len(reports), 2, figsize=(11, 3.2 * len(reports)), squeeze=False)
+    fig = Figure(figsize=(11, 3.2 * len(reports)))
+    axes = fig.subplots(len(reports), 2, squeeze=False)
     for (bars, hist), report in zip(axes, reports):
         names, counts = list(report.per_class), list(report.per_class.values())
         bars.bar(range(len(names)), counts, color="tab:blue")
@@ -156,5 +154,4 @@ def plot_reports(reports: list[DataReport], path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=80)
-    plt.close(fig)
     return path

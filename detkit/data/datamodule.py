@@ -8,13 +8,14 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from lightning.pytorch import LightningDataModule
+from lightning.pytorch import Callback, LightningDataModule
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 
 from detkit.data.augment import AugmentationSpec
 from detkit.data.collate import MultiScaleCollate, collate_detection
 from detkit.data.mixing import CopyPasteDataset, MixUpDataset, Switchable
-from detkit.data.mosaic import MosaicDataset, MosaicSchedule
+from detkit.data.mosaic import MosaicDataset, MosaicSwitch
 from detkit.data.readers.base import Reader
 from detkit.data.sampler import EpochShuffle
 from detkit.data.transforms import EvalTransform, TrainTransform, TransformedDataset
@@ -93,7 +94,8 @@ class DetectionDataModule(LightningDataModule):
             mosaic_off_share: Train the final share of the run (0..1; of its steps, or of
                 ``trainer.max_time`` when time ends the run first) without mosaic, so the model ends on
                 images as they are; holds for a run of any length. Exclusive with ``mosaic_off_last_epochs``.
-                Both also switch off mixup and copy-paste.
+                Both also switch off mixup and copy-paste, through the :class:`~detkit.data.mosaic.MosaicSwitch`
+                callback of :meth:`configure_callbacks`.
             mixup_prob: Probability that a training item (a mosaic or not) is blended with another
                 (:class:`~detkit.data.mixing.MixUpDataset`; 0 disables it).
             copy_paste_prob: Probability that a training image gets up to 8 boxes of another image
@@ -141,7 +143,9 @@ class DetectionDataModule(LightningDataModule):
         self.mosaic_off_share = mosaic_off_share
         self.mixup_prob = mixup_prob
         self.copy_paste_prob = copy_paste_prob
-        self.switches: list[Switchable] = []  # the training wrappers the end of the run switches off
+        # The training wrappers the end of the run switches off: filled in place by setup, since the
+        # MosaicSwitch of configure_callbacks (built before setup) holds this list.
+        self.switches: list[Switchable] = []
         self.multiscale = MultiScaleCollate(multiscale_sizes, self.pad_multiple) if multiscale_sizes else None
         self.train_dataset: TransformedDataset | None = None
         self.val_dataset: TransformedDataset | None = None
@@ -262,7 +266,7 @@ class DetectionDataModule(LightningDataModule):
             self.check_has_boxes("train")
         if "train" in splits and self.train_dataset is None:
             raw: Any = self.reader("train")
-            self.switches = []
+            self.switches.clear()
             if self.copy_paste_prob > 0:
                 raw = CopyPasteDataset(raw, self.copy_paste_prob)
                 self.switches.append(raw)
@@ -280,6 +284,31 @@ class DetectionDataModule(LightningDataModule):
         if "predict" in splits and self.predict_dataset is None:
             self.predict_dataset = self._eval_dataset("predict")
 
+    # ---- callbacks
+    def configure_callbacks(self) -> list[Callback]:
+        """The callbacks a ``fit`` on this data needs: a :class:`~detkit.data.mosaic.MosaicSwitch` when
+        ``mosaic_off_share`` or ``mosaic_off_last_epochs`` is set (with mosaic, mixup or copy-paste on),
+        else none. Lightning asks only the LightningModule for callbacks (its ``configure_callbacks``):
+        ``DetectionModule`` returns these; with another module, pass them to the ``Trainer``.
+        """
+        if not (self.mosaic_off_share > 0 or self.mosaic_off_last_epochs > 0):
+            return []
+        if not (self.copy_paste_prob > 0 or self.mosaic_prob > 0 or self.mixup_prob > 0):
+            return []
+        return [MosaicSwitch(self.switches, self.mosaic_off_share, self.mosaic_off_last_epochs)]
+
+    def _check_switch_attached(self) -> None:
+        """Warn when a trainer runs without the MosaicSwitch this module's options ask for."""
+        trainer = self.trainer
+        if trainer is None or not self.switches or not (self.mosaic_off_share > 0 or self.mosaic_off_last_epochs > 0):
+            return
+        if not any(isinstance(c, MosaicSwitch) and c.switches is self.switches for c in trainer.callbacks):
+            rank_zero_warn(
+                "data.mosaic_off_share / mosaic_off_last_epochs are set but the Trainer has no MosaicSwitch for this "
+                "data: mosaic stays on to the end. Pass DetectionDataModule.configure_callbacks() to the Trainer "
+                "(DetectionModule adds them itself)."
+            )
+
     # ---- loaders
     def _loader(self, dataset: TransformedDataset | None, name: str, shuffle: bool, **kwargs: Any) -> DataLoader:
         if dataset is None:
@@ -295,21 +324,13 @@ class DetectionDataModule(LightningDataModule):
             **{"collate_fn": partial(collate_detection, pad_multiple=self.pad_multiple), **kwargs},
         )
 
-    def _get_trainer(self) -> Any:
-        return self.trainer
-
     def train_dataloader(self) -> DataLoader:
         kwargs: dict[str, Any] = {"collate_fn": self.multiscale} if self.multiscale is not None else {}
         if self.train_dataset is None:
             raise RuntimeError("train dataset is not set up; call setup() first")
+        self._check_switch_attached()
         # seed_everything's value (0 without it, as Lightning's DistributedSampler): the same on every process.
-        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
-        if self.switches and (self.mosaic_off_last_epochs > 0 or self.mosaic_off_share > 0):
-            sampler: EpochShuffle = MosaicSchedule(
-                self.switches, self.mosaic_off_last_epochs, self._get_trainer, seed, off_share=self.mosaic_off_share
-            )
-        else:
-            sampler = EpochShuffle(len(self.train_dataset), seed)
+        sampler = EpochShuffle(len(self.train_dataset), int(os.environ.get("PL_GLOBAL_SEED", 0)))
         return self._loader(self.train_dataset, "train", shuffle=False, sampler=sampler, **kwargs)
 
     def val_dataloader(self) -> DataLoader:

@@ -16,6 +16,7 @@ __all__ = [
     "ImageLike",
     "ImageReadError",
     "TruncatedImageWarning",
+    "image_files",
     "image_size",
     "read_image",
     "to_rgb_array",
@@ -264,3 +265,21 @@ def image_size(path: str | Path) -> tuple[int, int]:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise ImageReadError(f"cannot read image {path}: {error}") from error
     return (width, height) if orientation in _TRANSPOSING_ORIENTATIONS else (height, width)
+
+
+def image_files(path: str | Path) -> list[Path]:
+    """The images at ``path``: the file itself, or a folder's files with an :data:`IMAGE_EXTENSIONS`
+    suffix (not its subfolders), sorted by name.
+
+    Raises:
+        FileNotFoundError: Nothing at ``path``, or a folder without image files (the message names it).
+    """
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not found:
+            raise FileNotFoundError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in {path}")
+        return found
+    raise FileNotFoundError(f"no image or folder at {path}")

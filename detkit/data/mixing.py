@@ -18,7 +18,8 @@ _FIELDS = ("boxes", "labels", "iscrowd", "area")
 
 class Switchable(Dataset):
     """A dataset wrapper with an ``active`` switch in shared memory: set in the main process (by
-    :class:`~detkit.data.mosaic.MosaicSchedule` at an epoch start), it reaches running workers."""
+    :class:`~detkit.data.mosaic.MosaicSwitch` at an epoch start), it reaches running workers, persistent
+    ones included: they hold the same shared tensor."""
 
     def __init__(self, dataset: Dataset, prob: float, name: str) -> None:
         if not 0 <= prob <= 1:

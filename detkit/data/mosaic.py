@@ -1,20 +1,20 @@
-"""Mosaic (four images in one) as a dataset wrapper, and the training sampler that turns it off for the last epochs."""
+"""Mosaic (four images in one) as a dataset wrapper, and the callback that turns it off for the end of a run."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
 from torch.utils.data import Dataset
 
 from detkit.data.mixing import Switchable
-from detkit.data.sampler import EpochShuffle
 from detkit.ops.letterbox import fit_longest_side, resize_image
 from detkit.schedule import run_progress
 
-__all__ = ["mosaic", "MosaicDataset", "MosaicSchedule"]
+__all__ = ["mosaic", "MosaicDataset", "MosaicSwitch"]
 
 _FIELDS = ("labels", "iscrowd", "area")
 
@@ -70,7 +70,7 @@ class MosaicDataset(Switchable):
 
     The mosaic centre is uniform in ``[size/4, 3*size/4]`` on both axes. Randomness comes from torch,
     so ``seed_everything`` makes it repeatable and DataLoader workers differ. ``active`` lives in
-    shared memory: setting it in the main process (see :class:`MosaicSchedule`) reaches running workers.
+    shared memory: setting it in the main process (see :class:`MosaicSwitch`) reaches running workers.
     """
 
     def __init__(self, dataset: Dataset, size: int, prob: float = 0.5, min_visibility: float = 0.2) -> None:
@@ -98,56 +98,80 @@ class MosaicDataset(Switchable):
         return mosaic(items, self.size, (cx, cy), self.min_visibility)
 
 
-class MosaicSchedule(EpochShuffle):
-    """The training order of :class:`~detkit.data.sampler.EpochShuffle` that, at the start of each
-    epoch, switches mosaic off for the end of the run.
+class MosaicSwitch(Callback):
+    """Turns mosaic, and the mixup / copy-paste wrappers switched with it, off for the end of a run.
 
-    It runs in the main process at the start of every epoch (before any index of that epoch reaches
-    a worker) and sets ``mosaic.active``. ``off_share`` turns mosaic off for the final share of the
-    run, measured as :func:`~detkit.schedule.run_progress` does (steps, or the share of
-    ``trainer.max_time`` used, whichever is further), switching at the epoch boundary nearest to
-    ``1 - off_share``; so it holds for runs of any length or time budget. ``off_last_epochs`` instead
-    counts final epochs of ``trainer.max_epochs``. Without a trainer or a run end, mosaic stays on.
+    ``off_share`` turns them off for the final share of the run, measured as
+    :func:`~detkit.schedule.run_progress` does (steps, or the share of ``trainer.max_time`` used,
+    whichever is further), switching at the epoch boundary nearest to ``1 - off_share``; so it holds
+    for runs of any length or time budget. ``off_last_epochs`` instead counts final epochs of
+    ``trainer.max_epochs``. A run without an end keeps them on.
+
+    When: at ``on_train_epoch_start`` of every epoch, in the main process of every rank. Each
+    wrapper keeps its switch in shared memory (:class:`~detkit.data.mixing.Switchable`), so the
+    DataLoader's workers, persistent ones included, see it. Lightning starts an epoch's loader
+    iteration (and with it the workers' first ``prefetch_factor * num_workers`` batches) after that
+    hook, except for the first epoch of a ``fit``, whose loader is started before any epoch hook
+    (when ``configure_optimizers`` reads ``trainer.estimated_stepping_batches``, or just before
+    ``on_train_start``). So :meth:`setup` already sets a new run's first-epoch value, and a resumed
+    run starts from the value in force when its checkpoint was written (:meth:`state_dict`, restored
+    before the loader starts; also the value of an epoch resumed mid-way, which gets no
+    ``on_train_epoch_start``). Only where the rule flips exactly at a resumed run's first epoch do
+    that epoch's first prefetched batches still carry the saved value.
+
+    Under DDP every rank decides alike: the step count is the same on every rank and
+    :func:`~detkit.schedule.run_progress` broadcasts rank 0's clock (one broadcast per epoch when
+    ``max_time`` is set, none per step).
     """
 
-    def __init__(
-        self,
-        mosaic_dataset: Switchable | Sequence[Switchable],
-        off_last_epochs: int,
-        trainer: Callable[[], Any],
-        seed: int = 0,
-        off_share: float = 0.0,
-    ) -> None:
+    def __init__(self, switches: Sequence[Switchable], off_share: float = 0.0, off_last_epochs: int = 0) -> None:
         """Args:
-        mosaic_dataset: The wrapped training data (the sampler's data source), or several wrappers of
-            the same data (mosaic, mixup, copy-paste) switched together.
-        off_last_epochs: Number of final epochs without mosaic (0: use ``off_share``).
-        trainer: Returns the Lightning trainer (or ``None``).
-        seed: Seed of the shuffled order.
-        off_share: Final share of the run (0..1) without mosaic.
+        switches: The training wrappers to switch together; read at each switch, so a list filled
+            later works (the data module passes its ``switches``, which its ``setup`` fills).
+        off_share: Final share of the run (0..1) without them; exclusive with ``off_last_epochs``.
+        off_last_epochs: Number of final epochs (of ``trainer.max_epochs``) without them.
         """
-        switches = [mosaic_dataset] if isinstance(mosaic_dataset, Switchable) else list(mosaic_dataset)
-        super().__init__(len(switches[0]), seed)
         if not 0 <= off_share <= 1:
             raise ValueError(f"mosaic off share must be in [0, 1], got {off_share}")
+        if off_last_epochs < 0:
+            raise ValueError(f"mosaic off_last_epochs must be >= 0, got {off_last_epochs}")
+        if off_share > 0 and off_last_epochs > 0:
+            raise ValueError("give off_share or off_last_epochs, not both")
         self.switches = switches
-        self.off_last_epochs = off_last_epochs
-        self.off_share = off_share
-        self.trainer = trainer
+        self.off_share = float(off_share)
+        self.off_last_epochs = int(off_last_epochs)
+        self.active: bool | None = None  # the value last set; None before the first switch
 
-    def __iter__(self):
-        trainer = self.trainer()
-        if trainer is not None and self.off_share > 0:
-            progress = run_progress(trainer)
-            epoch = getattr(trainer, "current_epoch", 0)
+    def decide(self, progress: float, epoch: int, max_epochs: int | None) -> bool | None:
+        """Whether the wrappers are on for epoch ``epoch`` (0-based) that starts at ``progress`` of
+        the run (``None``: no rule applies, leave them as they are)."""
+        if self.off_share > 0:
             per_epoch = progress / epoch if epoch > 0 else 0.0  # the share one epoch took so far
-            self._switch(progress + per_epoch / 2 < 1 - self.off_share)
-        elif self.off_last_epochs > 0:
-            max_epochs = getattr(trainer, "max_epochs", None)
-            if max_epochs is not None and max_epochs > 0:
-                self._switch(trainer.current_epoch < max_epochs - self.off_last_epochs)
-        return super().__iter__()
+            return progress + per_epoch / 2 < 1 - self.off_share
+        if self.off_last_epochs > 0 and max_epochs is not None and max_epochs > 0:
+            return epoch < max_epochs - self.off_last_epochs
+        return None
 
-    def _switch(self, active: bool) -> None:
-        for switch in self.switches:
-            switch.active = active
+    def switch(self, active: bool | None) -> None:
+        """Set every wrapper's ``active`` (nothing for ``None``)."""
+        if active is None:
+            return
+        self.active = bool(active)
+        for wrapper in self.switches:
+            wrapper.active = self.active
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        # A new run's first epoch, before its loader starts (progress is 0: nothing is measured yet,
+        # and measuring would start the loader).
+        if stage == "fit":
+            self.switch(self.decide(0.0, 0, trainer.max_epochs))
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        progress = run_progress(trainer) if self.off_share > 0 else 0.0
+        self.switch(self.decide(progress, trainer.current_epoch, trainer.max_epochs))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"active": self.active}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.switch(state_dict.get("active"))

@@ -109,7 +109,7 @@ class TrainTransform:
     jitter, or a config list; see :func:`~detkit.data.augment.build_augmentations`). Boxes less than
     30 % visible after the pipeline are dropped with their fields (cropping is part of the
     augmentation); boxes that shrink under 1 px wide or high are dropped too and counted in the
-    output's ``small_boxes_dropped`` (:class:`~detkit.module.DetectionModule` sums and reports it
+    output's ``small_boxes_dropped`` (:class:`~detkit.training.module.DetectionModule` sums and reports it
     per epoch). The output ``scale`` is the eval letterbox's ``(sx, sy)`` at ``size``.
 
     Attributes:

@@ -11,13 +11,13 @@ from typing import Any, Literal
 import torch
 
 from detkit.deploy.graph import DeployGraph
+from detkit.deploy.sidecar import SIDECAR_VERSION, read_sidecar, sidecar_path  # noqa: F401  (read_sidecar: its old home)
 from detkit.ops import nms as _registers_nms_per_image  # noqa: F401  torch.ops.detkit.nms_per_image
-from detkit.inference import Predictor
+from detkit.predictors.base import BasePredictor
 
-__all__ = ["SIDECAR_VERSION", "export_model", "read_sidecar", "sidecar_path"]
+__all__ = ["SUFFIXES", "export_model"]
 
-#: Version of the sidecar json's layout; readers refuse newer ones.
-SIDECAR_VERSION = 1
+#: The model file's suffix of each format (``load_detector`` goes by it).
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript"}
 OUTPUT_NAMES = ["boxes", "scores", "labels", "num_detections"]
 
@@ -37,14 +37,8 @@ def _nms_per_image_onnx(boxes: Any, scores: Any, iou_threshold: float, max_kept:
     return op.Cast(mask, to=9)  # BOOL
 
 
-def sidecar_path(model_path: str | Path) -> Path:
-    """The json beside an exported model: ``model.onnx`` -> ``model.onnx.json``."""
-    path = Path(model_path)
-    return path.with_name(path.name + ".json")
-
-
 def export_model(
-    model: Predictor,
+    model: BasePredictor,
     path: str | Path,
     format: Literal["onnx", "torchscript"] = "onnx",
     dynamic_batch: bool = False,
@@ -53,7 +47,8 @@ def export_model(
     """Write ``model`` as one self-contained file plus its sidecar json (see :class:`DeployGraph`).
 
     Args:
-        model: A loaded checkpoint (:func:`~detkit.inference.load_detector`).
+        model: A loaded checkpoint (:func:`~detkit.inference.load_detector`); an exported model
+            raises :class:`~detkit.predictors.ExportedModelError` (export its checkpoint instead).
         path: The model file to write (``.onnx`` / ``.torchscript``); folders are created.
         format: ``"onnx"`` (``torch.onnx.export(dynamo=True)``, weights inside the file, standard
             ONNX ops: ``NonMaxSuppression``, ``TopK``, ...) or ``"torchscript"`` (``torch.jit.trace``;
@@ -70,9 +65,9 @@ def export_model(
     path = Path(path)
     if path.suffix != SUFFIXES[format]:
         raise ValueError(f"{path}: a {format} export is named *{SUFFIXES[format]} (load_detector goes by the suffix)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    side = model.letterbox.padded_size
     detector = copy.deepcopy(model.detector).cpu().eval()  # the caller's model stays where it is
+    side = model.letterbox.padded_size
+    path.parent.mkdir(parents=True, exist_ok=True)
     graph = DeployGraph(detector, side, score_threshold).eval()
     # Batch 2: torch.export fixes dimensions it sees as 1.
     example = torch.zeros(2 if dynamic_batch and format == "onnx" else 1, 3, side, side, dtype=torch.uint8)
@@ -111,30 +106,3 @@ def export_model(
     }
     sidecar_path(path).write_text(json.dumps(info, indent=2))
     return path
-
-
-def read_sidecar(model_path: str | Path) -> dict[str, Any]:
-    """The sidecar json of an exported model, checked; errors name the files."""
-    model_path = Path(model_path)
-    if not model_path.is_file():
-        raise FileNotFoundError(f"no exported model at {model_path}")
-    side = sidecar_path(model_path)
-    if not side.is_file():
-        raise FileNotFoundError(
-            f"{model_path} has no {side.name} beside it: detkit export writes the class names, input size and "
-            "letterbox there; copy it along with the model (or export again)"
-        )
-    try:
-        info = json.loads(side.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{side} is not valid json: {error}") from None
-    if not isinstance(info, dict):
-        raise ValueError(f"{side} is not a detkit export sidecar (a json object)")
-    missing = [key for key in ("format_version", "class_names", "input_size", "pad_multiple") if key not in info]
-    if missing:
-        raise ValueError(f"{side} lacks {', '.join(missing)}: not a detkit export sidecar")
-    if not all(isinstance(info[key], int) for key in ("format_version", "input_size", "pad_multiple")):
-        raise ValueError(f"{side}: format_version, input_size and pad_multiple must be integers")
-    if info["format_version"] > SIDECAR_VERSION:
-        raise ValueError(f"{side} has format version {info['format_version']}; this detkit reads up to {SIDECAR_VERSION}")
-    return info

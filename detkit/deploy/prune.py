@@ -13,12 +13,12 @@ import torch
 from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from detkit.checkpoints import migrate_checkpoint, read_checkpoint
-from detkit.inference import load_detector
+from detkit.checkpoints import load_detector_checkpoint
 from detkit.models import Detector
 from detkit.models.reshape import layer_shapes
+from detkit.predictors.checkpoint import load_checkpoint_predictor
 
-__all__ = ["prune_checkpoint", "prune_detector"]
+__all__ = ["prune_checkpoint", "prune_detector", "write_fine_tune_config"]
 
 
 def _frozen_batch_norm_pruner(tp: Any) -> Any:
@@ -168,8 +168,8 @@ def prune_checkpoint(
         ``(out_path, detector config)``.
     """
     ckpt_path, out_path = Path(ckpt_path), Path(out_path)
-    model = load_detector(ckpt_path, trusted=trusted)  # errors name the file
-    checkpoint = migrate_checkpoint(read_checkpoint(ckpt_path))
+    model = load_checkpoint_predictor(ckpt_path, trusted=trusted)  # errors name the file
+    checkpoint, _ = load_detector_checkpoint(ckpt_path)  # its detkit block and the rest, current format
     meta = checkpoint["detkit"]
     detector = model.detector
     pruned = prune_detector(detector, ratio, model.letterbox.padded_size)
@@ -188,3 +188,14 @@ def prune_checkpoint(
     out_path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(out, out_path)
     return out_path, config
+
+
+def write_fine_tune_config(pruned_path: str | Path, detector_config: dict[str, Any]) -> Path:
+    """Write ``<pruned_path>.yaml`` beside a pruned checkpoint: the ``model`` block (the pruned
+    ``detector`` config and ``init_weights``) that fine-tunes it, given after the run's own config
+    (``detkit fit --config RUN.yaml --config <pruned>.yaml``). Returns its path."""
+    import yaml
+
+    recipe = Path(pruned_path).with_suffix(".yaml")
+    recipe.write_text(yaml.safe_dump({"model": {"detector": detector_config, "init_weights": str(pruned_path)}}, sort_keys=False))
+    return recipe

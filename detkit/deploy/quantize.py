@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from detkit.data.images import ImageLike, to_rgb_array
-from detkit.deploy.export import read_sidecar, sidecar_path
+from detkit.deploy.sidecar import read_sidecar, sidecar_path
 from detkit.ops.letterbox import Letterbox
 
 __all__ = ["quantize_int8"]

@@ -1,27 +1,32 @@
-"""Predictors over exported models (onnxruntime, TorchScript) with the same ``predict`` as the PyTorch one."""
+"""Predictors over exported models (onnxruntime, TorchScript): the :class:`~detkit.predictors.BasePredictor` of exports."""
 
 from __future__ import annotations
 
 import warnings
+from abc import abstractmethod
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from detkit.deploy.export import read_sidecar
-from detkit.inference import ImageInput, predict_letterboxed
-from detkit.ops.letterbox import Letterbox
+from detkit.deploy.sidecar import read_sidecar
+from detkit.predictors.base import BasePredictor, ExportedModelError
+
+if TYPE_CHECKING:
+    from detkit.models import Detector
 
 __all__ = ["ExportedPredictor", "OnnxPredictor", "TorchScriptPredictor"]
 
 
-class ExportedPredictor:
+class ExportedPredictor(BasePredictor):
     """An exported model with its sidecar: ``predict`` reads, letterboxes and maps boxes back exactly
-    as :class:`~detkit.inference.Predictor` does (same function), only the network runs elsewhere.
+    as :class:`~detkit.predictors.Predictor` does (the same :class:`~detkit.predictors.BasePredictor`
+    code), only the network runs elsewhere, on the CPU.
 
     Attributes:
         path: The model file.
+        info: Its sidecar json (:func:`~detkit.deploy.read_sidecar`).
         class_names, input_size, pad_multiple: From the sidecar json.
         score_threshold: The threshold the graph was exported with (``predict`` may raise it).
         batch: The graph's batch size, or ``None`` when any batch runs.
@@ -39,16 +44,26 @@ class ExportedPredictor:
         self.batch = None if batch == "batch" else int(batch)
 
     @property
-    def letterbox(self) -> Letterbox:
-        return Letterbox(self.input_size, pad_multiple=self.pad_multiple)
+    def device(self) -> torch.device:
+        return torch.device("cpu")
 
+    @property
+    def detector(self) -> Detector:
+        raise ExportedModelError(
+            f"{self.path} is an exported model ({self.info.get('format', self.path.suffix.lstrip('.'))}): it has no "
+            "PyTorch detector; export, pruning, feature maps and Grad-CAM take the detkit checkpoint (.ckpt) it came from"
+        )
+
+    @abstractmethod
     def run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The graph on ``uint8 [B, 3, S, S]``: ``(boxes, scores, labels, num_detections)``."""
-        raise NotImplementedError
 
-    def detect(self, images: np.ndarray, score_threshold: float | None = None) -> list[dict[str, torch.Tensor]]:
-        """Detections in letterboxed pixels for ``uint8 [B, 3, S, S]`` letterboxed images (run in
-        slices of the graph's batch when it is fixed): ``boxes``, ``scores``, ``labels`` per image."""
+    def detect_letterboxed(self, images: np.ndarray, score_threshold: float | None = None) -> list[dict[str, torch.Tensor]]:
+        return self._detect_graph_input(images.transpose(0, 3, 1, 2), score_threshold)  # NHWC -> NCHW
+
+    def _detect_graph_input(self, images: np.ndarray, score_threshold: float | None) -> list[dict[str, torch.Tensor]]:
+        """Detections in letterboxed pixels for the graph's input, ``uint8 [B, 3, S, S]`` letterboxed
+        images (run in slices of the graph's batch when it is fixed): ``boxes``, ``scores``, ``labels``."""
         exported = self.score_threshold
         if score_threshold is not None and exported is not None and score_threshold < exported:
             raise ValueError(
@@ -76,22 +91,11 @@ class ExportedPredictor:
         return results
 
     def predict_batch(self, images: torch.Tensor, score_threshold: float | None = None) -> list[dict[str, torch.Tensor]]:
-        """:meth:`detect` for letterboxed ``float [B, 3, S, S]`` images in ``[0, 1]`` (what the data
-        loaders give; they are uint8 / 255, so the conversion back is exact)."""
+        # The data loaders' floats are uint8 / 255: the conversion back is exact.
         # numpy, not torch: a torch op here wakes its OpenMP pool, whose spinning threads then
         # halve onnxruntime's speed on a 2-core machine (measured: 3.9 -> 7.9 ms per call).
         uint8 = np.clip(np.rint(images.detach().cpu().numpy() * 255), 0, 255).astype(np.uint8)
-        return self.detect(uint8, score_threshold)
-
-    def predict(
-        self, images: ImageInput | Sequence[ImageInput], score_threshold: float | None = None
-    ) -> list[dict[str, Any]]:
-        """Detect objects: the arguments and results of :meth:`detkit.inference.Predictor.predict`.
-
-        ``score_threshold`` may only be at or above the exported one (lower scores are not in the graph's output).
-        """
-        detect = lambda batch: self.detect(batch.transpose(0, 3, 1, 2), score_threshold)  # noqa: E731  NHWC -> NCHW
-        return predict_letterboxed(images, self.letterbox, self.class_names, detect)
+        return self._detect_graph_input(uint8, score_threshold)
 
 
 class OnnxPredictor(ExportedPredictor):

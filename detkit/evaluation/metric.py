@@ -14,6 +14,7 @@ from torchmetrics.utilities.data import dim_zero_cat
 
 from detkit.evaluation.cocoeval import evaluate_coco
 from detkit.evaluation.cocojson import GroundTruth, Results, load_ground_truth, load_results
+from detkit.ops.xywh import xywh_to_xyxy, xyxy_to_xywh
 from detkit.types import Detections, Target
 
 __all__ = ["CocoEvaluator", "coco_json_to_tensors"]
@@ -54,10 +55,6 @@ class _Images:
 def _boxes(boxes: Any, device: torch.device, dtype: torch.dtype) -> Tensor:
     boxes = torch.as_tensor(boxes).to(device=device, dtype=dtype)
     return boxes.reshape(0, 4) if boxes.numel() == 0 else boxes  # also an empty [0] from a collate
-
-
-def _xywh(xyxy: np.ndarray) -> np.ndarray:
-    return np.concatenate((xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]), axis=1)
 
 
 class CocoEvaluator(Metric):
@@ -276,11 +273,11 @@ class CocoEvaluator(Metric):
             category_names=names,
             image=images.gt_image,
             category=gt_category,
-            boxes=_xywh(images.gt_boxes),
+            boxes=xyxy_to_xywh(images.gt_boxes),
             area=images.gt_area,
             iscrowd=images.gt_iscrowd,
         )
-        dt = Results(image=images.dt_image, category=dt_category, boxes=_xywh(images.dt_boxes), scores=images.dt_scores)
+        dt = Results(image=images.dt_image, category=dt_category, boxes=xyxy_to_xywh(images.dt_boxes), scores=images.dt_scores)
         return gt, dt
 
 
@@ -311,17 +308,14 @@ def coco_json_to_tensors(
             tensors[key] = tensor.to(dtype) if tensor.is_floating_point() else tensor
         return [{k: v[lo:hi] for k, v in tensors.items()} for lo, hi in zip(bounds[:-1], bounds[1:])]
 
-    def xyxy(xywh: np.ndarray) -> np.ndarray:
-        return np.concatenate((xywh[:, :2], xywh[:, :2] + xywh[:, 2:]), axis=1)
-
     targets = split(
         ground_truth.image,
-        boxes=xyxy(ground_truth.boxes),
+        boxes=xywh_to_xyxy(ground_truth.boxes),
         labels=ground_truth.category,
         iscrowd=ground_truth.iscrowd.astype(np.int64),
         area=ground_truth.area,
     )
     for target, image_id in zip(targets, ground_truth.image_ids.tolist()):
         target["image_id"] = image_id
-    detections = split(results.image, boxes=xyxy(results.boxes), scores=results.scores, labels=results.category)
+    detections = split(results.image, boxes=xywh_to_xyxy(results.boxes), scores=results.scores, labels=results.category)
     return detections, targets  # type: ignore[return-value]

@@ -101,12 +101,10 @@ def confusion_matrix(gt: GroundTruth, dt: Results, iou_threshold: float = 0.5, s
 
 
 def _plot_pr(path: Path, recall: np.ndarray, curves: dict[str, np.ndarray], title: str) -> None:
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: no backend to choose, no global figure list
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 5))
+    fig = Figure(figsize=(6, 5))
+    ax = fig.subplots()
     for label, precision in curves.items():
         ax.plot(recall, precision, label=label)
     ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.01), title=title)
@@ -115,18 +113,15 @@ def _plot_pr(path: Path, recall: np.ndarray, curves: dict[str, np.ndarray], titl
         ax.legend(fontsize="small", loc="lower left")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def _plot_confusion(path: Path, matrix: np.ndarray, names: list[str]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     labels = [*names, "background"]
     side = min(4 + 0.35 * len(labels), 30)
-    fig, ax = plt.subplots(figsize=(side, side))
+    fig = Figure(figsize=(side, side))
+    ax = fig.subplots()
     ax.imshow(np.log1p(matrix), cmap="Blues")
     ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize="small")
     ax.set_yticks(range(len(labels)), labels, fontsize="small")
@@ -136,7 +131,6 @@ def _plot_confusion(path: Path, matrix: np.ndarray, names: list[str]) -> None:
             ax.text(j, i, str(v), ha="center", va="center", fontsize="x-small")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def write_report(

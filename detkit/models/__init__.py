@@ -1,5 +1,7 @@
 """Plain-PyTorch detection models: backbones, necks, dense heads and the composed Detector (no Lightning)."""
 
+from typing import Any
+
 from detkit.models.backbones import (
     Backbone,
     FeatureInfo,
@@ -11,9 +13,11 @@ from detkit.models.backbones import (
 from detkit.models.csp import CSPBackbone
 from detkit.models.detector import Detector
 from detkit.models.heads import (
+    AssignedTargets,
+    ComposedDenseHead,
+    DenseDecoder,
     DenseHead,
     FCOSAssigner,
-    FCOSDecoder,
     FCOSHead,
     FCOSLoss,
     TaskAlignedAssigner,
@@ -22,17 +26,20 @@ from detkit.models.heads import (
     batch_targets,
     make_points,
 )
+from detkit.models.heads.fcos_decoder import deprecated_decoder_alias
 from detkit.models.layers import ConvNormAct
 from detkit.models.necks import FPN, Neck
 
 __all__ = [
+    "AssignedTargets",
     "Backbone",
     "CSPBackbone",
+    "ComposedDenseHead",
     "ConvNormAct",
+    "DenseDecoder",
     "DenseHead",
     "Detector",
     "FCOSAssigner",
-    "FCOSDecoder",
     "FCOSHead",
     "FCOSLoss",
     "FPN",
@@ -48,3 +55,8 @@ __all__ = [
     "batch_targets",
     "make_points",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``FCOSDecoder``, the deprecated name of :class:`DenseDecoder` (configs and checkpoints may name it)."""
+    return deprecated_decoder_alias(__name__, name)

@@ -12,7 +12,6 @@ import torch
 from torch import Tensor, nn
 from torchvision import models as tvm
 from torchvision.models import WeightsEnum
-from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from detkit.models.layers import ActivationName, ConvNormAct, NormName
@@ -21,6 +20,7 @@ __all__ = [
     "FeatureInfo",
     "Backbone",
     "ResNetBackbone",
+    "ResNetBody",
     "MobileNetV2Backbone",
     "MobileNetV3Backbone",
     "PlainConvBackbone",
@@ -184,7 +184,7 @@ class ResNetBackbone(Backbone):
         builder, enum_cls = _RESNETS[depth]
         norm_layer = FrozenBatchNorm2d if freeze_norm else nn.BatchNorm2d
         net = _build_torchvision(builder, enum_cls, weights, ("fc.",), norm_layer=norm_layer)
-        self.body = IntermediateLayerGetter(net, {"layer2": "c3", "layer3": "c4", "layer4": "c5"})
+        self.body = ResNetBody(net)
         expansion = 4 if depth >= 50 else 1
         self.feature_info = [
             FeatureInfo(128 * expansion, 8),
@@ -198,7 +198,32 @@ class ResNetBackbone(Backbone):
 
     def forward(self, images: Tensor) -> list[Tensor]:
         """``(B, 3, H, W)`` -> ``[C3 (B, c, H/8, W/8), C4, C5]``."""
-        return list(self.body(images).values())
+        return self.body(images)
+
+
+class ResNetBody(nn.ModuleDict):
+    """A torchvision ResNet without its pooling and classifier: the stem (``conv1``, ``bn1``,
+    ``relu``, ``maxpool``) and ``layer1`` .. ``layer4`` under their torchvision names, so weights
+    keep torchvision's keys (``conv1.weight``, ``layer4.1.conv2.weight``, ...). ``forward`` returns
+    the outputs of ``layer2``, ``layer3``, ``layer4`` (C3, C4, C5 at strides 8, 16, 32)."""
+
+    STEM = ("conv1", "bn1", "relu", "maxpool")
+    STAGES = ("layer1", "layer2", "layer3", "layer4")
+    RETURNED = ("layer2", "layer3", "layer4")
+
+    def __init__(self, net: tvm.ResNet) -> None:
+        """Keep the stem and stages of ``net`` (its own modules, not copies)."""
+        super().__init__({name: getattr(net, name) for name in self.STEM + self.STAGES})
+
+    def forward(self, images: Tensor) -> list[Tensor]:
+        """``(B, 3, H, W)`` -> ``[C3, C4, C5]``."""
+        outs = []
+        x = images
+        for name, module in self.items():
+            x = module(x)
+            if name in self.RETURNED:
+                outs.append(x)
+        return outs
 
 
 class _MobileNetBackbone(Backbone):

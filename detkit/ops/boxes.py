@@ -1,6 +1,9 @@
 """Box operations: the one place where boxes change encoding (thin wrappers over torchvision.ops).
 
-The letterbox mapping between original and input pixels lives in :mod:`detkit.ops.letterbox`.
+Tensors go through torchvision (clip boxes with ``torchvision.ops.clip_boxes_to_image``, which takes
+``(height, width)``). The numpy conversions of COCO ``[x, y, w, h]`` boxes, :func:`xyxy_to_xywh` and
+:func:`xywh_to_xyxy`, are defined in :mod:`detkit.ops.xywh` (importable without torch) and exported
+here too. The letterbox mapping between original and input pixels lives in :mod:`detkit.ops.letterbox`.
 """
 
 from __future__ import annotations
@@ -9,8 +12,11 @@ import torch
 from torch import Tensor
 from torchvision.ops import box_convert
 
+from detkit.ops.xywh import xywh_to_xyxy, xyxy_to_xywh
+
 __all__ = [
-    "clip_boxes",
+    "xyxy_to_xywh",
+    "xywh_to_xyxy",
     "xyxy_to_cxcywh",
     "cxcywh_to_xyxy",
     "encode_ltrb",
@@ -25,14 +31,6 @@ def box_area(boxes: Tensor) -> Tensor:
     """Area of ``[..., 4]`` xyxy boxes, zero for degenerate ones -> ``[...]``."""
     wh = (boxes[..., 2:] - boxes[..., :2]).clamp(min=0)
     return wh[..., 0] * wh[..., 1]
-
-
-def clip_boxes(boxes: Tensor, size: tuple[int, int] | Tensor) -> Tensor:
-    """Clip ``[..., 4]`` xyxy boxes to an image of ``size = (height, width)``."""
-    h, w = (size[0], size[1])
-    x = boxes[..., 0::2].clamp(min=0.0, max=float(w))
-    y = boxes[..., 1::2].clamp(min=0.0, max=float(h))
-    return torch.stack((x[..., 0], y[..., 0], x[..., 1], y[..., 1]), dim=-1)
 
 
 def xyxy_to_cxcywh(boxes: Tensor) -> Tensor:

@@ -10,10 +10,11 @@ import cv2
 import numpy as np
 import torch
 from torch import Tensor
+from torchvision.ops import clip_boxes_to_image
 
-from detkit.ops.boxes import clip_boxes
+from detkit.types import Detections, Target
 
-__all__ = ["Letterbox", "fit_longest_side", "resize_image", "round_up"]
+__all__ = ["Letterbox", "fit_longest_side", "resize_image", "round_up", "to_original_pixels"]
 
 Boxes = np.ndarray | Tensor
 Scale = tuple[float, float] | Tensor | np.ndarray
@@ -134,8 +135,21 @@ class Letterbox:
         Divides by ``scale = (sx, sy)`` (a ``[2]`` tensor, array or tuple) and clips to
         ``orig_size = (height, width)``: what a detector puts into the padding is cut off.
         """
-        if isinstance(boxes, Tensor):
-            return clip_boxes(boxes / _per_box(scale, boxes), orig_size)
         h, w = (int(v) for v in orig_size)
+        if isinstance(boxes, Tensor):
+            return clip_boxes_to_image(boxes / _per_box(scale, boxes), (h, w))
         out = np.asarray(boxes, dtype=np.float64).reshape(-1, 4) / _per_box(scale, boxes)
         return np.clip(out, 0.0, np.array([w, h, w, h], dtype=np.float64)).astype(np.float32)
+
+
+def to_original_pixels(detections: list[Detections], targets: list[Target]) -> tuple[list[Detections], list[Target]]:
+    """Detections mapped from letterboxed input pixels back to each original image (the letterbox's
+    exact inverse), and the targets with their original-pixel ``orig_boxes`` as ``boxes``."""
+    dets_out: list[Detections] = []
+    targets_out: list[Target] = []
+    for det, tgt in zip(detections, targets):
+        boxes = Letterbox.to_original(det["boxes"], tgt["scale"], tuple(tgt["orig_size"].tolist()))
+        dets_out.append({**det, "boxes": boxes})
+        original = tgt.get("orig_boxes")
+        targets_out.append({**tgt, "boxes": original if original is not None else tgt["boxes"]})
+    return dets_out, targets_out

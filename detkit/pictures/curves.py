@@ -83,13 +83,11 @@ def draw_curves(per_step: Series, per_epoch: Series, smoothing: float = 0.6, tit
     Each drawn line carries its series name as ``label`` (smoothed lines ``"<name> (smoothed)"``).
     A panel without data says so (e.g. a run without validation).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no backend to choose, no global figure list
     from matplotlib.ticker import MaxNLocator
 
-    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
+    fig = Figure(figsize=(12, 8))
+    axes = fig.subplots(2, 2)
     (loss_ax, val_ax), (map_ax, lr_ax) = axes
     train = {k: v for k, v in per_step.items() if k.startswith("train/loss")}
     for i, (name, (xs, ys)) in enumerate(sorted(train.items())):
@@ -138,13 +136,10 @@ def plot_curves(run: str | Path, out: str | Path | None = None, smoothing: float
     Returns:
         The PNG's path.
     """
-    from matplotlib import pyplot as plt
-
     csv_path = find_metrics_csv(run)
     per_step, per_epoch = read_metrics(csv_path)
     fig = draw_curves(per_step, per_epoch, smoothing, title=str(csv_path.parent))
     path = Path(out) if out is not None else csv_path.parent / "curves.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from detkit.data.images import ImageLike, to_rgb_array
-from detkit.inference import Predictor
+from detkit.predictors import BasePredictor
 
 __all__ = ["feature_maps", "letterboxed_input", "save_feature_grids", "top_channels"]
 
 
-def letterboxed_input(model: Predictor, image: ImageLike) -> tuple[np.ndarray, Tensor]:
+def letterboxed_input(model: BasePredictor, image: ImageLike) -> tuple[np.ndarray, Tensor]:
     """``image`` letterboxed as ``model`` predicts it: ``(uint8 [S, S, 3], FloatTensor[1, 3, S, S] in [0, 1])``."""
     padded, _ = model.letterbox(to_rgb_array(image))
     tensor = torch.from_numpy(padded.astype(np.float32) / 255.0).permute(2, 0, 1)[None].to(model.device)
@@ -24,7 +23,7 @@ def letterboxed_input(model: Predictor, image: ImageLike) -> tuple[np.ndarray, T
 
 
 @torch.inference_mode()
-def feature_maps(model: Predictor, image: ImageLike) -> dict[str, Tensor]:
+def feature_maps(model: BasePredictor, image: ImageLike) -> dict[str, Tensor]:
     """The feature maps of one image, by layer.
 
     Keys are ``"backbone.<i>"`` for the backbone's outputs and ``"neck.P<k>"`` for the pyramid
@@ -54,7 +53,7 @@ def top_channels(feature: Tensor, k: int) -> Tensor:
     return feature.mean(dim=(1, 2)).topk(min(k, feature.shape[0])).indices
 
 
-def _strides(model: Predictor) -> dict[str, int]:
+def _strides(model: BasePredictor) -> dict[str, int]:
     detector = model.detector
     strides = {f"backbone.{i}": info.stride for i, info in enumerate(detector.backbone.feature_info)}
     strides.update({f"neck.P{round(math.log2(info.stride))}": info.stride for info in detector.neck.feature_info})
@@ -62,7 +61,7 @@ def _strides(model: Predictor) -> dict[str, int]:
 
 
 def save_feature_grids(
-    model: Predictor, image: ImageLike, out_dir: str | Path, layers: list[str] | None = None, channels: int = 16
+    model: BasePredictor, image: ImageLike, out_dir: str | Path, layers: list[str] | None = None, channels: int = 16
 ) -> list[Path]:
     """Write, per layer, ``<layer>.png``: a grid of its ``channels`` most active channels (each
     min-max scaled, labelled with the channel index), titled with the layer, its stride and its
@@ -82,10 +81,7 @@ def save_feature_grids(
     Raises:
         ValueError: An unknown layer name (the known ones are listed).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no backend to choose, no global figure list
 
     maps = feature_maps(model, image)
     unknown = sorted(set(layers or ()) - set(maps))
@@ -101,7 +97,8 @@ def save_feature_grids(
         order = top_channels(feature, channels)
         cols = math.ceil(math.sqrt(len(order)))
         rows = math.ceil(len(order) / cols)
-        fig, axes = plt.subplots(rows, cols, figsize=(max(2 * cols, 4), 2 * rows + 0.6), squeeze=False)
+        fig = Figure(figsize=(max(2 * cols, 4), 2 * rows + 0.6))
+        axes = fig.subplots(rows, cols, squeeze=False)
         for ax in axes.flat:
             ax.axis("off")
         for ax, channel in zip(axes.flat, order.tolist()):
@@ -112,10 +109,10 @@ def save_feature_grids(
         fig.tight_layout()
         path = out / f"{name}.png"
         fig.savefig(path, dpi=80)
-        plt.close(fig)
         written.append(path)
     cols = len(chosen)
-    fig, axes = plt.subplots(1, cols, figsize=(3 * cols, 3.4), squeeze=False)
+    fig = Figure(figsize=(3 * cols, 3.4))
+    axes = fig.subplots(1, cols, squeeze=False)
     for ax, (name, feature) in zip(axes[0], chosen.items()):
         mean = feature.mean(dim=0).numpy()
         ax.imshow(padded)
@@ -125,11 +122,10 @@ def save_feature_grids(
     fig.tight_layout()
     path = out / "mean_activation.png"
     fig.savefig(path, dpi=80)
-    plt.close(fig)
     return [*written, path]
 
 
-def explain_images(model: Any, images: list[Path], out_dir: Path, layers: list[str] | None, channels: int) -> list[Path]:
+def explain_images(model: BasePredictor, images: list[Path], out_dir: Path, layers: list[str] | None, channels: int) -> list[Path]:
     """:func:`save_feature_grids` for each image, into ``out_dir/<image stem>/``."""
     written: list[Path] = []
     for path in images:

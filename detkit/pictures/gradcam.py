@@ -10,8 +10,8 @@ import torch
 from torch import Tensor, nn
 
 from detkit.data.images import ImageLike
-from detkit.explain import letterboxed_input
-from detkit.inference import Predictor
+from detkit.pictures.explain import letterboxed_input
+from detkit.predictors import BasePredictor
 
 __all__ = ["PointLogit", "detection_maps", "save_gradcam"]
 
@@ -33,7 +33,7 @@ class _LevelTaps(nn.Module):
     module per pyramid level (``taps[l]``) whose output is that level's feature map, the layer the
     CAM is computed on (any neck works: nothing inside it is hooked)."""
 
-    def __init__(self, model: Predictor) -> None:
+    def __init__(self, model: BasePredictor) -> None:
         super().__init__()
         self.detector = model.detector
         self.taps = nn.ModuleList(nn.Identity() for _ in self.detector.neck.feature_info)
@@ -47,7 +47,7 @@ class _LevelTaps(nn.Module):
 
 
 def detection_maps(
-    model: Predictor,
+    model: BasePredictor,
     image: ImageLike,
     top: int | None = 10,
     levels: Literal["own", "all"] = "own",
@@ -121,19 +121,17 @@ def detection_maps(
     return padded, detections
 
 
-def save_gradcam(model: Predictor, image: ImageLike, path: str | Path, **options: Any) -> Path:
+def save_gradcam(model: BasePredictor, image: ImageLike, path: str | Path, **options: Any) -> Path:
     """Write ``path`` (PNG): one panel per detection of :func:`detection_maps` (``options`` go
     there), its map over the letterboxed image with its box, name, score and pyramid level."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
+    from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
 
     padded, detections = detection_maps(model, image, **options)
     cols = max(1, min(4, len(detections)))
     rows = max(1, -(-len(detections) // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.4 * rows), squeeze=False)
+    fig = Figure(figsize=(3.2 * cols, 3.4 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     if not detections:
@@ -149,5 +147,4 @@ def save_gradcam(model: Predictor, image: ImageLike, path: str | Path, **options
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=90)
-    plt.close(fig)
     return out

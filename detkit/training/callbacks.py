@@ -1,25 +1,24 @@
-"""Lightning callbacks of detkit: checkpoints under the run's root, EMA weights, and predictions (JSON + drawn PNGs)."""
+"""Lightning callbacks of detkit: checkpoints under the run's root, training curves, and predictions (JSON + drawn PNGs)."""
 
 from __future__ import annotations
 
 import json
 import math
+import os
+from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.callbacks import BasePredictionWriter, EMAWeightAveraging, ModelCheckpoint, WeightAveraging
+from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
-from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from PIL import Image
-from torch import Tensor
 
-from detkit.curves import plot_curves
-from detkit.visualize import draw_detections
+from detkit.pictures.curves import plot_curves
+from detkit.pictures.visualize import draw_detections
 
-__all__ = ["Checkpoint", "Curves", "EMA", "PredictionWriter", "ramped_ema"]
+__all__ = ["Checkpoint", "Curves", "PredictionWriter"]
 
 
 class Checkpoint(ModelCheckpoint):
@@ -30,51 +29,140 @@ class Checkpoint(ModelCheckpoint):
 
     Lightning 2.6 writes ``last.ckpt`` only when a top-k checkpoint was written at the same step, so
     once ``val/map`` stops improving its ``last.ckpt`` stays at the last improvement and resuming
-    with ``--ckpt_path last`` silently rewinds the run. Here the last checkpoint is written at
-    every point where Lightning considers saving (after validation, or at the end of a training
-    epoch without validation, or every n steps).
+    with ``--ckpt_path last`` silently rewinds the run. Here a second ``ModelCheckpoint``
+    (:attr:`last`: ``monitor=None``, ``filename="last"``, the same saving points but every epoch)
+    writes ``last.ckpt`` wherever Lightning considers saving (after validation, at the end of a
+    training epoch without validation, every n steps or ``train_time_interval``), and again after a
+    top-k checkpoint of a step it already holds, so that it holds the updated best scores too.
+    Lightning's own ``save_last`` stays off (:attr:`save_last` reads ``None``).
     """
+
+    def __init__(
+        self,
+        dirpath: str | Path | None = None,
+        filename: str | None = None,
+        monitor: str | None = None,
+        verbose: bool = False,
+        save_last: bool | None = None,
+        save_top_k: int = 1,
+        save_on_exception: bool = False,
+        save_weights_only: bool = False,
+        mode: str = "min",
+        auto_insert_metric_name: bool = True,
+        # When to save (at most one of the three; none: after every epoch)
+        every_n_train_steps: int | None = None,
+        train_time_interval: timedelta | None = None,
+        every_n_epochs: int | None = None,
+        save_on_train_epoch_end: bool | None = None,
+        enable_version_counter: bool = True,
+    ) -> None:
+        """Lightning's ``ModelCheckpoint`` arguments (see its documentation for all of them).
+
+        Args:
+            dirpath: folder of the checkpoints; default ``<trainer.default_root_dir>/checkpoints``.
+            filename: name pattern of the kept checkpoints, e.g. ``"best"`` or ``"{epoch}-{step}"``.
+            monitor: metric that ranks checkpoints (``None``: keep the latest ``save_top_k``).
+            save_last: keep ``last.ckpt`` current at every saving point (``"link"`` is not offered).
+            save_top_k: how many checkpoints to keep (-1: all, 0: none).
+            mode: ``"min"`` or ``"max"``: which values of ``monitor`` are better.
+            every_n_train_steps: save every this many optimizer steps.
+            every_n_epochs: save top-k checkpoints every this many epochs.
+            save_on_train_epoch_end: save at the end of the training epoch rather than after
+                validation (``None``: Lightning decides from the validation set-up).
+        """
+        super().__init__(
+            dirpath=dirpath,
+            filename=filename,
+            monitor=monitor,
+            verbose=verbose,
+            save_last=None,  # last.ckpt is self.last's
+            save_top_k=save_top_k,
+            save_on_exception=save_on_exception,
+            save_weights_only=save_weights_only,
+            mode=mode,
+            auto_insert_metric_name=auto_insert_metric_name,
+            every_n_train_steps=every_n_train_steps,
+            train_time_interval=train_time_interval,
+            every_n_epochs=every_n_epochs,
+            save_on_train_epoch_end=save_on_train_epoch_end,
+            enable_version_counter=enable_version_counter,
+        )
+        self.keep_last = bool(save_last)
+        self.last_options = {
+            "every_n_train_steps": every_n_train_steps,
+            "train_time_interval": train_time_interval,
+            "every_n_epochs": 1 if self.every_n_epochs else 0,  # Lightning's default resolved: 1 or 0
+            "save_on_train_epoch_end": save_on_train_epoch_end,
+            "save_weights_only": save_weights_only,
+            "save_on_exception": save_on_exception,
+        }
+        self.last: ModelCheckpoint | None = None
+        self.saves_seen = 0  # checkpoints written with callback states (on_save_checkpoint)
+        self.last_written = False  # last.ckpt written in this fit
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if self.dirpath is None:
             self.dirpath = str(Path(trainer.default_root_dir) / "checkpoints")
-        self._last_written_at: int | None = None
         super().setup(trainer, pl_module, stage)
+        self.last, self.last_written = None, False
+        if self.keep_last:
+            self.last = ModelCheckpoint(
+                dirpath=self.dirpath,
+                filename=self.CHECKPOINT_NAME_LAST,
+                monitor=None,
+                save_top_k=1,
+                enable_version_counter=False,
+                **self.last_options,
+            )
+            self.last.setup(trainer, pl_module, stage)
 
-    def _save_last_checkpoint(self, trainer: Trainer, monitor_candidates: dict[str, Tensor]) -> None:
-        super()._save_last_checkpoint(trainer, monitor_candidates)
-        if self.save_last:
-            self._last_written_at = trainer.global_step
+    def last_path(self) -> str:
+        """Where ``last.ckpt`` goes."""
+        return os.path.join(self.dirpath, self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION)
 
-    def _keep_last_current(self, trainer: Trainer) -> None:
-        """Write ``last.ckpt`` unless it already holds this step (or Lightning saves nothing now)."""
-        if not self.save_last or getattr(self, "_last_written_at", None) == trainer.global_step:
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(trainer, pl_module, checkpoint)
+        self.saves_seen += 1
+
+    def _then_last(self, hook: str, trainer: Trainer, pl_module: LightningModule, *args: Any, **kwargs: Any) -> None:
+        """Run ``ModelCheckpoint``'s ``hook``, then :attr:`last`'s; write ``last.ckpt`` again when the
+        first wrote a checkpoint (with callback states) and the second did not."""
+        before = self.saves_seen
+        getattr(super(), hook)(trainer, pl_module, *args, **kwargs)
+        if self.last is None:
             return
-        if trainer.fast_dev_run or trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking:
-            return
-        if getattr(self, "_defer_save_until_validation", False):
-            return  # Lightning saves (best and last) after the validation that follows
-        self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        kept = self.saves_seen
+        getattr(self.last, hook)(trainer, pl_module, *args, **kwargs)
+        if kept > before and self.saves_seen == kept:  # last.ckpt may hold this step without the new best
+            trainer.save_checkpoint(self.last_path(), self.save_weights_only)
+            self.last_written = True
+        if self.last_written or self.last.best_model_path:  # last.ckpt written in this fit
+            self.last_written, self.last_model_path = True, self.last_path()
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._then_last("on_train_start", trainer, pl_module)
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any, **kwargs: Any) -> None:
-        super().on_train_batch_end(trainer, pl_module, *args, **kwargs)
-        every = self._every_n_train_steps
-        if every >= 1 and trainer.global_step % every == 0 and trainer.global_step > 0:
-            self._keep_last_current(trainer)
+        self._then_last("on_train_batch_end", trainer, pl_module, *args, **kwargs)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        super().on_train_epoch_end(trainer, pl_module)
-        if self._every_n_epochs >= 1 and self._should_save_on_train_epoch_end(trainer):
-            self._keep_last_current(trainer)
+        self._then_last("on_train_epoch_end", trainer, pl_module)
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        super().on_validation_end(trainer, pl_module)
-        if self._every_n_epochs >= 1 and not self._should_save_on_train_epoch_end(trainer):
-            self._keep_last_current(trainer)
+        self._then_last("on_validation_end", trainer, pl_module)
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        self._then_last("on_exception", trainer, pl_module, exception)
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        if self.last is not None and not self.last_written:  # as Lightning's save_last: never without one
+            trainer.save_checkpoint(self.last_path(), self.save_weights_only)
+            self.last_written, self.last_model_path = True, self.last_path()
 
 
 class Curves(Callback):
-    """Writes ``curves.png`` (:func:`detkit.curves.plot_curves`) beside the CSV logger's
+    """Writes ``curves.png`` (:func:`detkit.pictures.curves.plot_curves`) beside the CSV logger's
     ``metrics.csv`` when ``fit`` ends: train loss and its parts per step, val loss and mAP per
     epoch, learning rate. ``detkit plot-logs RUN`` draws the same at any time, also mid-run.
 
@@ -106,95 +194,6 @@ class Curves(Callback):
         if metrics.is_file():
             self.path = plot_curves(metrics, smoothing=self.smoothing)
             rank_zero_info(f"training curves: {self.path}")
-
-
-def ramped_ema(decay: float) -> Callable[[list[Tensor], list[Tensor], Tensor], None]:
-    """The ``multi_avg_fn`` of :class:`EMA`: an exponential moving average whose decay ramps up as
-    ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates (TensorFlow's ``ExponentialMovingAverage``
-    with ``num_updates``), so early averages follow training instead of holding the initial weights.
-
-    It updates a list of averaged tensors of one device and dtype in place from the current ones,
-    with a few ``torch._foreach_*`` calls (as ``torch.optim.swa_utils.get_ema_multi_avg_fn``) and
-    the rate kept as a tensor on the device (no host synchronisation).
-    """
-    if not 0.0 <= decay <= 1.0:
-        raise ValueError(f"decay must be in [0, 1], got {decay}")
-
-    @torch.no_grad()
-    def update(averaged: list[Tensor], current: list[Tensor], num_averaged: Tensor) -> None:
-        rate = ((1.0 + num_averaged) / (10.0 + num_averaged)).clamp(max=decay)  # 0-d float tensor
-        if averaged[0].is_floating_point():
-            rate = rate.to(averaged[0].dtype)
-            torch._foreach_mul_(averaged, rate)
-            torch._foreach_add_(averaged, torch._foreach_mul(current, 1.0 - rate))
-        else:  # integer buffers (BatchNorm's num_batches_tracked)
-            for avg, cur in zip(averaged, current):
-                avg.copy_(rate * avg + (1.0 - rate) * cur)
-
-    return update
-
-
-class EMA(EMAWeightAveraging):
-    """Lightning's ``EMAWeightAveraging``, an exponential moving average of the weights updated after
-    every optimizer step, with a decay that ramps up and averaged weights wherever a checkpoint is
-    evaluated.
-
-    As in Lightning: validation during ``fit`` runs on the average, checkpoints hold it as
-    ``state_dict`` (read by ``detkit validate/test/predict --ckpt_path`` and
-    :func:`detkit.load_detector`) with the raw weights as ``current_model_state`` and the update
-    count as ``averaging_state``, resuming restores both, and the module holds the average once
-    ``fit`` ends. Unlike Lightning's class:
-
-    - the decay after ``n`` updates is ``min(decay, (1 + n) / (10 + n))`` (see :func:`ramped_ema`):
-      Lightning's constant decay keeps ``decay ** n`` of the random initial weights in the average,
-      which ruins short runs on small datasets (0.99 ** 100 is 0.37); with the ramp one ``decay``
-      serves short and long runs, reaching 0.99 after about 900 updates and 0.999 after 9,000;
-    - ``trainer.test(ckpt_path=...)`` or ``validate`` on the Trainer that just ran ``fit`` evaluate
-      that checkpoint's averaged weights too (Lightning's would load its raw weights for ``test``
-      and swap in the run's last average for ``validate``), and evaluating with this callback in
-      the config raises no warning.
-    """
-
-    def __init__(
-        self,
-        device: torch.device | str | int | None = None,
-        use_buffers: bool = True,
-        decay: float = 0.999,
-        update_every_n_steps: int = 1,
-        update_starting_at_step: int | None = None,
-        update_starting_at_epoch: int | None = None,
-    ) -> None:
-        """Average as Lightning's ``EMAWeightAveraging`` does, with the ramped decay.
-
-        Args:
-            device: where the averaged copy lives (default: the module's device; ``"cpu"`` saves
-                accelerator memory).
-            use_buffers: average the buffers too (BatchNorm statistics); otherwise copy them.
-            decay: the largest decay; the average spans about ``1 / (1 - decay)`` updates once the
-                ramp reaches it.
-            update_every_n_steps: update after every this many optimizer steps.
-            update_starting_at_step: first optimizer step (0-based) that updates the average; until
-                then it holds the initial weights, validation included.
-            update_starting_at_epoch: from this epoch on, also update at the end of every epoch.
-        """
-        # EMAWeightAveraging.__init__ fixes avg_fn to a constant decay: set up its state here.
-        WeightAveraging.__init__(self, device=device, use_buffers=use_buffers, multi_avg_fn=ramped_ema(decay))
-        self.decay = decay
-        self.update_every_n_steps = update_every_n_steps
-        self.update_starting_at_step = update_starting_at_step
-        self.update_starting_at_epoch = update_starting_at_epoch
-
-    def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
-        # Outside fit the module has just loaded the checkpoint's state_dict, the average: keep it.
-        if trainer.state.fn == TrainerFn.FITTING:
-            super().on_load_checkpoint(trainer, pl_module, checkpoint)
-
-    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        # The module holds the average now (on_train_end); a later validate or test on this Trainer
-        # must not swap in this run's last average over the checkpoint it loads.
-        if stage == TrainerFn.FITTING:
-            self._average_model = None
-        super().teardown(trainer, pl_module, stage)
 
 
 class PredictionWriter(BasePredictionWriter):

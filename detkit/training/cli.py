@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +14,11 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from detkit.callbacks import Checkpoint, Curves, PredictionWriter
+from detkit.training.callbacks import Checkpoint, Curves, PredictionWriter
 from detkit.checkpoints import read_checkpoint
 from detkit.config import instantiate
 from detkit.data import DetectionDataModule
-from detkit.module import DetectionModule
+from detkit.training.module import DetectionModule
 
 __all__ = ["DetkitCLI", "build_cli", "build_data", "match_checkpoint_input", "parse_config"]
 
@@ -26,11 +28,11 @@ class DetkitCLI(LightningCLI):
 
     - ``num_classes``, ``class_names``, ``input_size`` and ``pad_multiple`` are declared once, by
       the data, and linked into the model (which saves them in checkpoints);
-    - a :class:`~detkit.callbacks.Checkpoint` (group ``checkpoint``) keeps the best ``val/map`` and
+    - a :class:`~detkit.training.callbacks.Checkpoint` (group ``checkpoint``) keeps the best ``val/map`` and
       the last epoch;
-    - a :class:`~detkit.callbacks.Curves` (group ``curves``) draws ``curves.png`` beside the CSV
+    - a :class:`~detkit.training.callbacks.Curves` (group ``curves``) draws ``curves.png`` beside the CSV
       log when ``fit`` ends;
-    - a :class:`~detkit.callbacks.PredictionWriter` (group ``predictions``) writes what
+    - a :class:`~detkit.training.callbacks.PredictionWriter` (group ``predictions``) writes what
       ``detkit predict`` finds;
     - ``validate``, ``test`` and ``predict`` with ``--ckpt_path`` letterbox as the checkpoint was
       trained (its ``input_size`` and ``pad_multiple``; a warning says so when the config differs);
@@ -118,11 +120,15 @@ class _ParseOnlyCLI(DetkitCLI):
         pass
 
 
-def _quiet() -> None:
-    # Frozen backbone stages stay in eval mode on purpose (their BatchNorm statistics are fixed).
-    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
-    # Lightning 2.6's own use of a deprecated torch pytree API; nothing a detkit user can act on.
-    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """Within: two warnings a detkit run cannot act on are not shown; the caller's filters come back after."""
+    with warnings.catch_warnings():
+        # Frozen backbone stages stay in eval mode on purpose (their BatchNorm statistics are fixed).
+        warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
+        # Lightning 2.6's own use of a deprecated torch pytree API; nothing a detkit user can act on.
+        warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+        yield
 
 
 def build_cli(args: list[str] | dict | None = None, run: bool = True) -> DetkitCLI:
@@ -130,21 +136,22 @@ def build_cli(args: list[str] | dict | None = None, run: bool = True) -> DetkitC
 
     With ``run=False`` there is no subcommand: ``args`` are those of ``detkit fit`` without ``fit``,
     and the returned CLI holds ``.model``, ``.datamodule`` and ``.trainer`` (tools and tests use this).
+    The warnings filtered while the subcommand runs (a frozen backbone's eval-mode stages, Lightning's
+    own deprecated torch call) are filtered there only: the process's filters are left as they were.
     """
-    _quiet()
-    return DetkitCLI(
-        DetectionModule,
-        DetectionDataModule,
-        save_config_kwargs={"overwrite": True},
-        args=args,
-        run=run,
-    )
+    with _quiet():
+        return DetkitCLI(
+            DetectionModule,
+            DetectionDataModule,
+            save_config_kwargs={"overwrite": True},
+            args=args,
+            run=run,
+        )
 
 
 def parse_config(args: list[str]) -> Namespace:
     """The config that ``detkit fit ARGS`` would run (``--config`` files, overrides, links), parsed
     by the same CLI and checked, with nothing built: no model, no weights, no data, no trainer."""
-    _quiet()
     for i, arg in enumerate(args):  # a clear error rather than the parser's usage text
         path = arg.split("=", 1)[1] if arg.startswith("--config=") else args[i + 1] if arg == "--config" and i + 1 < len(args) else None
         if path is not None and not Path(path).is_file():

@@ -6,10 +6,11 @@ import math
 from typing import Any, Callable, Literal
 
 import torch
-from lightning.pytorch import LightningModule
+from lightning.pytorch import Callback, LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
+from torch.nn.utils import get_total_norm
 from torch.optim.lr_scheduler import LambdaLR, LinearLR
 
 from detkit.checkpoints import CHECKPOINT_FORMAT_VERSION, migrate_checkpoint
@@ -17,25 +18,12 @@ from detkit.config import instantiate, resolve
 from detkit.evaluation import COCO_STAT_NAMES
 from detkit.evaluation import CocoEvaluator
 from detkit.models import Detector
-from detkit.ops.letterbox import Letterbox
+from detkit.ops.letterbox import to_original_pixels
 from detkit.schedule import RunSchedule, run_has_end, run_progress
-from detkit.transfer import load_detector_weights
+from detkit.training.transfer import load_detector_weights
 from detkit.types import Detections, Target
 
 Batch = tuple[Tensor, list[Target]]
-
-
-def to_original_pixels(detections: list[Detections], targets: list[Target]) -> tuple[list[Detections], list[Target]]:
-    """Detections mapped from letterboxed input pixels back to each original image (the letterbox's
-    exact inverse), and the targets with their original-pixel ``orig_boxes`` as ``boxes``."""
-    dets_out: list[Detections] = []
-    targets_out: list[Target] = []
-    for det, tgt in zip(detections, targets):
-        boxes = Letterbox.to_original(det["boxes"], tgt["scale"], tuple(tgt["orig_size"].tolist()))
-        dets_out.append({**det, "boxes": boxes})
-        original = tgt.get("orig_boxes")
-        targets_out.append({**tgt, "boxes": original if original is not None else tgt["boxes"]})
-    return dets_out, targets_out
 
 
 def weight_decay_groups(module: nn.Module) -> list[dict[str, Any]]:
@@ -66,11 +54,11 @@ class DetectionModule(LightningModule):
     :func:`detkit.load_detector` reads without Lightning's Trainer.
 
     Weight decay applies to convolution and linear weights only (see :func:`weight_decay_groups`).
-    For an exponential moving average of the weights, add :class:`detkit.callbacks.EMA` (Lightning's
-    ``EMAWeightAveraging`` with a ramped decay) to ``trainer.callbacks``: validation runs on the
-    averaged weights, checkpoints hold them as ``state_dict`` (what ``detkit test --ckpt_path`` and
-    :func:`detkit.load_detector` read) with the raw weights beside them for resuming, and the
-    module holds the averaged weights once ``fit`` ends.
+    For an exponential moving average of the weights, add :class:`detkit.training.ema.EMA` (Lightning's
+    ``WeightAveraging`` updated as its ``EMAWeightAveraging``, with a ramped decay) to
+    ``trainer.callbacks``: validation runs on the averaged weights, checkpoints hold them as
+    ``state_dict`` (what ``detkit test --ckpt_path`` and :func:`detkit.load_detector` read) with the
+    raw weights beside them for resuming, and the module holds the averaged weights once ``fit`` ends.
     """
 
     def __init__(
@@ -119,9 +107,9 @@ class DetectionModule(LightningModule):
                 and ``warmup_min_steps`` are not used).
             warmup_epochs: length of the linear learning-rate warm-up in epochs of the training
                 data (a fraction such as 0.5 is allowed), turned into optimizer steps from the
-                number of training batches per epoch (per process, after gradient accumulation).
-                On a small dataset this keeps the warm-up a fixed share of the run rather than a
-                fixed step count that may outlast it.
+                number of training batches per epoch (per process, after gradient accumulation)
+                when training starts; at least one step. On a small dataset this keeps the warm-up a
+                fixed share of the run rather than a fixed step count that may outlast it.
             warmup_min_steps: floor of the warm-up in optimizer steps, for datasets so small that
                 an epoch is a handful of steps. The warm-up lasts
                 ``max(round(warmup_epochs * steps_per_epoch), warmup_min_steps)`` steps; both 0
@@ -134,7 +122,7 @@ class DetectionModule(LightningModule):
                 (no ``--ckpt_path``, not ``load_from_checkpoint``), every detector
                 tensor whose name and shape match is copied from it; the others (the classifier of
                 another number of classes, a changed head) keep their initialisation, and a warning
-                lists them (:func:`detkit.transfer.load_detector_weights`). Class names come from
+                lists them (:func:`detkit.training.transfer.load_detector_weights`). Class names come from
                 the data, never from this checkpoint. Resuming (``--ckpt_path``) ignores it.
             max_nonfinite_steps: an optimizer step whose gradients are NaN or infinite (a
                 non-finite loss, in any accumulated batch and on any process) changes no weight: its
@@ -176,10 +164,17 @@ class DetectionModule(LightningModule):
         self._small_boxes = [0, 0]  # this epoch: boxes dropped for shrinking under 1 px, boxes trained on
 
     def setup(self, stage: str) -> None:
-        # Here rather than in configure_model: callbacks such as EMAWeightAveraging copy the module
+        # Here rather than in configure_model: callbacks such as WeightAveraging copy the module
         # in their own setup (which runs first) and warn about modules that override configure_model.
         if self.hparams.compile:
             self.detector.compile()
+
+    def configure_callbacks(self) -> list[Callback]:
+        """The callbacks the attached data module asks for (``DetectionDataModule.configure_callbacks``:
+        the mosaic switch of ``data.mosaic_off_share`` / ``mosaic_off_last_epochs``); none without one.
+        Lightning asks only the LightningModule for callbacks, so the data's are passed on here."""
+        configure = getattr(self.trainer.datamodule, "configure_callbacks", None)
+        return list(configure()) if callable(configure) else []
 
     def on_train_start(self) -> None:
         # After any checkpoint restore (for every strategy): a module that loaded a checkpoint
@@ -189,6 +184,14 @@ class DetectionModule(LightningModule):
         if init_weights and not self._weights_from_checkpoint and self.trainer.global_step == 0:
             report = load_detector_weights(self.detector, init_weights)
             rank_zero_info(f"init_weights: {report}")
+        if self._warmup_in_epochs():
+            # The training data is loaded now: give the warm-up (the first scheduler, see
+            # configure_optimizers) its length in steps before its first step. A resumed warm-up keeps
+            # the length it was restored with: LinearLR steps from its previous rate, so a new length
+            # mid-ramp would end it away from the base rate.
+            configs = self.trainer.lr_scheduler_configs
+            if configs and isinstance(configs[0].scheduler, LinearLR) and configs[0].scheduler.last_epoch == 0:
+                configs[0].scheduler.total_iters = max(1, self.warmup_length(self._steps_per_epoch()))
 
     def forward(self, images: Tensor) -> list[Detections]:
         """Detections in input pixels for a batch ``FloatTensor[B, 3, H, W]`` in ``[0, 1]``."""
@@ -228,7 +231,8 @@ class DetectionModule(LightningModule):
         if getattr(self.trainer.precision_plugin, "scaler", None) is not None:
             return
         grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        if not grads or bool(torch.stack(torch._foreach_norm(grads)).isfinite().all()):  # one host sync per step
+        # The largest absolute gradient is finite iff every gradient is (a 2-norm could overflow instead).
+        if not grads or bool(get_total_norm(grads, norm_type=math.inf).isfinite()):  # one host sync per step
             self._nonfinite_in_a_row = 0
             return
         self._count_nonfinite()
@@ -300,18 +304,17 @@ class DetectionModule(LightningModule):
         from_epochs = round(self.hparams.warmup_epochs * steps_per_epoch) if steps_per_epoch else 0
         return max(from_epochs, int(self.hparams.warmup_min_steps))
 
+    def _warmup_in_epochs(self) -> bool:
+        """Whether the warm-up length follows the epoch length (``warmup_epochs`` > 0, no ``warmup_steps``)."""
+        return self.schedule is None and self.hparams.warmup_steps is None and self.hparams.warmup_epochs > 0
+
     def _steps_per_epoch(self) -> int | None:
-        """Optimizer steps in one training epoch of this process, ``None`` when not known."""
-        trainer = self._trainer
-        if trainer is None:
-            return None
-        if trainer.train_dataloader is None:
-            # As trainer.estimated_stepping_batches does (which skips it for runs limited by max_steps).
-            trainer.fit_loop.setup_data()
-        batches = trainer.num_training_batches
+        """Optimizer steps in one training epoch of this process (from ``on_train_start`` on, when
+        the training data is loaded), ``None`` when not known (an iterable dataset without a length)."""
+        batches = self.trainer.num_training_batches
         if not math.isfinite(batches) or batches <= 0:
             return None
-        return math.ceil(batches / trainer.accumulate_grad_batches)
+        return math.ceil(batches / self.trainer.accumulate_grad_batches)
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(weight_decay_groups(self))
@@ -327,8 +330,11 @@ class DetectionModule(LightningModule):
             factor = lambda _step: schedule.factor(run_progress(trainer))  # noqa: E731
             return [optimizer], [{"scheduler": LambdaLR(optimizer, factor), "interval": "step"}]
         schedulers = []
-        needs_epoch = self.hparams.warmup_steps is None and self.hparams.warmup_epochs > 0
-        warmup_steps = self.warmup_length(self._steps_per_epoch() if needs_epoch else None)
+        # A warm-up in epochs starts at its floor (the epoch length is not known yet: Lightning loads
+        # the training data after this hook) and gets its length in on_train_start.
+        warmup_steps = self.warmup_length(None)
+        if self._warmup_in_epochs():
+            warmup_steps = max(1, warmup_steps)
         if warmup_steps > 0:
             warmup = LinearLR(optimizer, start_factor=self.hparams.warmup_start_factor, total_iters=warmup_steps)
             schedulers.append({"scheduler": warmup, "interval": "step"})

@@ -17,17 +17,14 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
-from detkit.checkpoints import migrate_checkpoint, read_checkpoint
+from detkit.checkpoints import load_detector_checkpoint
 
 __all__ = ["LoadReport", "load_detector_weights", "match_state_dict"]
 
-_PREFIX = "detector."  # the detector's weights inside a Lightning checkpoint's ``state_dict``
 _SHOWN = 20  # how many names of each kind ``str(report)`` lists
 
 
@@ -111,21 +108,6 @@ def match_state_dict(
     return loadable, report
 
 
-def _detector_state(checkpoint: Any, source: str) -> tuple[dict[str, Tensor], list[str] | None]:
-    """The detector's weights (names relative to the detector) and class names of a checkpoint."""
-    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
-        raise ValueError(f"{source} is not a Lightning checkpoint (no 'state_dict')")
-    try:
-        checkpoint = migrate_checkpoint(checkpoint)  # older formats: current weight names
-    except ValueError as error:
-        raise ValueError(f"{source}: {error}") from None
-    state = {k[len(_PREFIX) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(_PREFIX)}
-    if not state:
-        raise ValueError(f"{source} holds no detector weights (no '{_PREFIX}*' entries in its state_dict)")
-    class_names = checkpoint["detkit"].get("class_names")
-    return state, list(class_names) if class_names is not None else None
-
-
 def load_detector_weights(
     detector: nn.Module, checkpoint: str | os.PathLike | dict[str, Any], warn: bool = True
 ) -> LoadReport:
@@ -150,17 +132,11 @@ def load_detector_weights(
         ValueError: Not a detkit checkpoint, a format this detkit cannot read, no detector weights,
             or nothing at all that fits ``detector``.
     """
-    if isinstance(checkpoint, dict):
-        source = "checkpoint dict"
-    else:
-        path = Path(checkpoint)
-        if not path.is_file():
-            raise FileNotFoundError(f"checkpoint to initialise from not found: {path}")
-        source = str(path)
-        checkpoint = read_checkpoint(path)  # a truncated or foreign file: an error naming it
-    state, class_names = _detector_state(checkpoint, source)
+    source = "checkpoint dict" if isinstance(checkpoint, dict) else str(checkpoint)
+    checkpoint, state = load_detector_checkpoint(checkpoint)  # errors name the file
     loadable, report = match_state_dict(detector, state, source)
-    report.class_names = class_names
+    class_names = checkpoint["detkit"].get("class_names")
+    report.class_names = list(class_names) if class_names is not None else None
     if not loadable:
         raise ValueError(f"no tensor of {source} fits the detector (different backbone and head?):\n{report}")
     detector.load_state_dict(loadable, strict=False)

@@ -77,7 +77,7 @@ def _confident_checkpoint(path: Path, class_names: list[str], input_size: int) -
     that both ``detkit test`` (Lightning) and ``load_detector`` read."""
     import lightning
 
-    from detkit.module import DetectionModule
+    from detkit.training.module import DetectionModule
 
     torch.manual_seed(0)
     module = DetectionModule.from_config(
@@ -93,7 +93,7 @@ def _confident_checkpoint(path: Path, class_names: list[str], input_size: int) -
 
 
 def test_checkpoint_path_writes_results_pycocotools_reads(capsys, tmp_path):
-    from detkit.module import DetectionModule
+    from detkit.training.module import DetectionModule
 
     torch.manual_seed(0)
     ckpt = tmp_path / "tiny.ckpt"
@@ -142,7 +142,7 @@ def _coco_crossing_border(root: Path) -> tuple[Path, Path]:
 def test_detkit_test_and_evaluate_checkpoint_agree_on_boxes_crossing_the_border(capsys, tmp_path):
     """One checkpoint, one mAP: `detkit test` and `detkit evaluate --ckpt_path` score the same ground
     truth (the reader's clipped boxes) with the same evaluator, at the checkpoint's input size."""
-    from detkit.cli import build_cli
+    from detkit.training.cli import build_cli
 
     images, ann = _coco_crossing_border(tmp_path / "coco")
     reader = {"class_path": "detkit.data.CocoReader", "init_args": {"images": str(images), "annotations": str(ann)}}

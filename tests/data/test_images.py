@@ -261,3 +261,18 @@ def test_array_and_tensor_forms_agree():
 def test_malformed_in_memory_images_raise_saying_what_is_expected(image, error, match):
     with pytest.raises(error, match=match):
         to_rgb_array(image)
+
+
+def test_image_files_of_a_file_a_folder_and_nothing(tmp_path: Path) -> None:
+    from detkit.data.images import image_files
+
+    for name in ("b.png", "a.JPG", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "sub.png").mkdir()  # a folder named like an image is not one
+    assert image_files(tmp_path) == [tmp_path / "a.JPG", tmp_path / "b.png"]
+    assert image_files(str(tmp_path / "notes.txt")) == [tmp_path / "notes.txt"]  # a file is taken as given
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no image files .* in .*empty"):
+        image_files(tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match="no image or folder at .*missing"):
+        image_files(tmp_path / "missing")

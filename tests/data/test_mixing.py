@@ -11,7 +11,8 @@ import torch
 
 from detkit.data import DetectionDataModule, ShapesReader
 from detkit.data.mixing import CopyPasteDataset, MixUpDataset, copy_paste, mixup
-from detkit.data.mosaic import MosaicDataset, MosaicSchedule
+from detkit.data.mosaic import MosaicDataset, MosaicSwitch
+from detkit.data.sampler import EpochShuffle
 
 
 def _item(h: int, w: int, value: int, boxes: list[list[float]], label: int, name: str = "a.png") -> tuple[np.ndarray, dict[str, Any]]:
@@ -66,8 +67,8 @@ def test_wrappers_apply_with_their_probability_and_switch_off_together():
     assert len(paste[0][1]["boxes"]) > 1 and mix[0][1]["file_name"].startswith("mixup:0.png+")
     assert MixUpDataset(items, size=40, prob=0.0)[1][1]["file_name"] == "1.png"
     mosaic = MosaicDataset(items, size=40, prob=1.0)
-    trainer = SimpleNamespace(current_epoch=9, global_step=90, estimated_stepping_batches=100, callbacks=[])
-    iter(MosaicSchedule([paste, mosaic, mix], 0, lambda: trainer, off_share=0.2))
+    trainer = SimpleNamespace(current_epoch=9, global_step=90, estimated_stepping_batches=100, callbacks=[], max_epochs=10)
+    MosaicSwitch([paste, mosaic, mix], off_share=0.2).on_train_epoch_start(trainer, None)
     assert not (paste.active or mosaic.active or mix.active)
     assert mix[2][1]["file_name"] == "2.png" and len(paste[2][1]["boxes"]) == 1  # off: items as they are
     with pytest.raises(ValueError, match="prob"):
@@ -82,7 +83,9 @@ def test_datamodule_stacks_copy_paste_mosaic_and_mixup_and_schedules_them():
     assert isinstance(chain, MixUpDataset) and isinstance(chain.dataset, MosaicDataset)
     assert isinstance(chain.dataset.dataset, CopyPasteDataset)
     assert dm.switches == [chain.dataset.dataset, chain.dataset, chain]
-    assert isinstance(dm.train_dataloader().sampler, MosaicSchedule)
+    [switch] = dm.configure_callbacks()
+    assert isinstance(switch, MosaicSwitch) and switch.switches is dm.switches and switch.off_share == 0.1
+    assert isinstance(dm.train_dataloader().sampler, EpochShuffle)
     images, targets = next(iter(dm.train_dataloader()))
     assert images.shape[0] == 4 and all(t["boxes"].shape[-1] == 4 for t in targets)
     with pytest.raises(ValueError, match="mixup_prob"):

@@ -1,15 +1,17 @@
-"""Tests for detkit.data.mosaic (mosaic, MosaicDataset, MosaicSchedule) and MultiScaleCollate."""
+"""Tests for detkit.data.mosaic (mosaic, MosaicDataset, MosaicSwitch) and MultiScaleCollate."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch import LightningModule, Trainer
 
-from detkit.data import DetectionDataModule, MosaicDataset, MosaicSchedule, MultiScaleCollate, ShapesReader, mosaic
+from detkit.data import DetectionDataModule, MosaicDataset, MosaicSwitch, MultiScaleCollate, ShapesReader, mosaic
 
 
 def _item(h: int, w: int, value: int, boxes: list[list[float]], image_id: int) -> tuple[np.ndarray, dict[str, Any]]:
@@ -52,46 +54,68 @@ def test_mosaic_dataset_probability_and_switch() -> None:
     assert MosaicDataset(items, size=64, prob=0.0)[1][1]["file_name"] == "1.png"
 
 
-def test_schedule_turns_mosaic_off_for_the_last_epochs() -> None:
+def test_switch_turns_mosaic_off_for_the_last_epochs() -> None:
     data = MosaicDataset([_item(8, 8, 1, [], k) for k in range(6)], size=16, prob=1.0)
+    switch = MosaicSwitch([data], off_last_epochs=2)
     trainer = SimpleNamespace(current_epoch=7, max_epochs=10)
-    sampler = MosaicSchedule(data, off_last_epochs=2, trainer=lambda: trainer)
-    assert sorted(sampler) == list(range(6)) and data.active  # epoch 7 of 10: on
+    switch.on_train_epoch_start(trainer, None)
+    assert data.active  # epoch 7 of 10: on
     trainer.current_epoch = 8
-    iter(sampler)
+    switch.on_train_epoch_start(trainer, None)
     assert not data.active  # epochs 8 and 9: off
     trainer.max_epochs = -1  # unbounded: left as is
-    iter(MosaicSchedule(data, 2, lambda: trainer))
+    switch.on_train_epoch_start(trainer, None)
     assert not data.active
-    iter(MosaicSchedule(data, 2, lambda: None))
+    # A new run's first epoch is set before its loader starts: on, or off when the run is all final epochs.
+    switch.setup(SimpleNamespace(current_epoch=0, max_epochs=10), None, "fit")
+    assert data.active
+    switch.setup(SimpleNamespace(current_epoch=0, max_epochs=2), None, "fit")
     assert not data.active
+    switch.setup(SimpleNamespace(current_epoch=0, max_epochs=10), None, "validate")
+    assert not data.active  # only fit switches
 
 
-def test_schedule_turns_mosaic_off_for_the_final_share_of_the_run() -> None:
+def test_switch_turns_mosaic_off_for_the_final_share_of_the_run() -> None:
     """By steps: 10 epochs of 10 steps, off for the last 25 % -> the nearest epoch boundary (75 or
     80 % done, either is nearest to 75 %); by time: the Timer's share decides, whatever the epochs."""
     from lightning.pytorch.callbacks import Timer
 
     data = MosaicDataset([_item(8, 8, 1, [], k) for k in range(6)], size=16, prob=1.0)
-    trainer = SimpleNamespace(current_epoch=0, global_step=0, estimated_stepping_batches=100, callbacks=[])
-    sampler = MosaicSchedule(data, 0, lambda: trainer, off_share=0.25)
+    trainer = SimpleNamespace(current_epoch=0, global_step=0, estimated_stepping_batches=100, callbacks=[], max_epochs=10)
+    switch = MosaicSwitch([data], off_share=0.25)
     active = []
     for epoch in range(10):
         trainer.current_epoch, trainer.global_step = epoch, 10 * epoch
-        iter(sampler)
+        switch.on_train_epoch_start(trainer, None)
         active.append(data.active)
     assert active == [True] * 7 + [False] * 3
     # A time budget that ends the run first (no epoch limit): 80 % of the time used -> off.
     timer = Timer(duration={"seconds": 100})
-    trainer = SimpleNamespace(current_epoch=3, global_step=30, estimated_stepping_batches=float("inf"), callbacks=[timer])
+    trainer = SimpleNamespace(current_epoch=3, global_step=30, estimated_stepping_batches=float("inf"), callbacks=[timer],
+                              max_epochs=-1)  # fmt: skip
     timer.load_state_dict({"time_elapsed": {"train": 60.0}})
-    iter(MosaicSchedule(data, 0, lambda: trainer, off_share=0.25))
+    switch.on_train_epoch_start(trainer, None)
     assert data.active  # 60 % + half an epoch (10 %) < 75 %
     timer.load_state_dict({"time_elapsed": {"train": 80.0}})
-    iter(MosaicSchedule(data, 0, lambda: trainer, off_share=0.25))
+    switch.on_train_epoch_start(trainer, None)
     assert not data.active
-    with pytest.raises(ValueError, match="share"):
-        MosaicSchedule(data, 0, lambda: trainer, off_share=1.5)
+    for bad in ({"off_share": 1.5}, {"off_last_epochs": -1}, {"off_share": 0.2, "off_last_epochs": 2}):
+        with pytest.raises(ValueError, match="off"):
+            MosaicSwitch([data], **bad)
+
+
+def test_switch_state_travels_in_the_checkpoint() -> None:
+    """A resumed run starts with the value in force when the checkpoint was written, before its loader starts."""
+    data = MosaicDataset([_item(8, 8, 1, [], k) for k in range(6)], size=16, prob=1.0)
+    switch = MosaicSwitch([data], off_share=0.2)
+    assert switch.state_dict() == {"active": None}
+    switch.switch(False)
+    resumed_data = MosaicDataset([_item(8, 8, 1, [], k) for k in range(6)], size=16, prob=1.0)
+    resumed = MosaicSwitch([resumed_data], off_share=0.2)
+    resumed.load_state_dict(switch.state_dict())
+    assert not resumed_data.active and resumed.active is False
+    resumed.load_state_dict({"active": None})  # never switched: left as is
+    assert not resumed_data.active
 
 
 def test_multiscale_collate_resizes_batch_boxes_and_scale() -> None:
@@ -132,7 +156,65 @@ def test_datamodule_with_mosaic_multiscale_and_heavy_preset() -> None:
                              multiscale_sizes=[64, 96])  # fmt: skip
     dm.setup("fit")
     loader = dm.train_dataloader()
-    assert isinstance(loader.sampler, MosaicSchedule) and dm.train_size == 96
+    [switch] = dm.configure_callbacks()
+    assert isinstance(switch, MosaicSwitch) and switch.switches is dm.switches and switch.off_last_epochs == 1
+    assert dm.train_size == 96
     images, targets = next(iter(loader))
     assert images.shape[-1] in (64, 96) and all(t["file_name"].startswith("mosaic:") for t in targets)
     assert next(iter(dm.val_dataloader()))[0].shape[-2:] == (64, 64)  # evaluation stays at input_size
+
+
+class _RecordMosaics(LightningModule):
+    """Trains nothing; records, per epoch, whether each training item was a mosaic."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(()))
+        self.seen: dict[int, list[bool]] = {}
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        images, targets = batch
+        self.seen.setdefault(self.current_epoch, []).extend(t["file_name"].startswith("mosaic:") for t in targets)
+        return self.weight * images.mean()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.0)
+
+
+def _mosaic_data(**options: Any) -> DetectionDataModule:
+    options = {"num_workers": 2, "mosaic_prob": 1.0, **options}
+    return DetectionDataModule(train=ShapesReader(8, seed=0), val=ShapesReader(2, seed=1), input_size=32, batch_size=4, **options)
+
+
+def _fit(root: Path, dm: DetectionDataModule, max_epochs: int, ckpt_path: Path | None = None) -> tuple[Trainer, dict[int, set[bool]]]:
+    """Fit epochs of 2 steps; per epoch, whether its items were mosaics."""
+    module = _RecordMosaics()
+    trainer = Trainer(accelerator="cpu", default_root_dir=root, logger=False, enable_progress_bar=False,
+                      enable_model_summary=False, enable_checkpointing=False, limit_val_batches=0,
+                      max_epochs=max_epochs, callbacks=dm.configure_callbacks())  # fmt: skip
+    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+    return trainer, {epoch: set(flags) for epoch, flags in module.seen.items()}
+
+
+def test_switch_turns_mosaic_off_for_the_final_share_of_a_real_fit_with_persistent_workers(tmp_path) -> None:
+    """Off for the last 40 % of 4 epochs: epochs 0-1 all mosaics, 2-3 none, though the two persistent
+    workers were started before the first epoch. Resumed to 5 epochs, epoch 4 is off from its first
+    item: its loader, and the workers' prefetching, start before any epoch hook, so the switch's
+    value comes from the checkpoint."""
+    dm = _mosaic_data(mosaic_off_share=0.4)
+    trainer, seen = _fit(tmp_path, dm, max_epochs=4)
+    assert trainer.train_dataloader.persistent_workers and trainer.train_dataloader.num_workers == 2
+    assert seen == {0: {True}, 1: {True}, 2: {False}, 3: {False}}
+    trainer.save_checkpoint(tmp_path / "end.ckpt")
+    resumed = _mosaic_data(mosaic_off_share=0.4)  # new wrappers: on until the checkpoint's state arrives
+    assert _fit(tmp_path, resumed, max_epochs=5, ckpt_path=tmp_path / "end.ckpt")[1] == {4: {False}}
+
+
+def test_datamodule_asks_for_the_switch_only_when_configured_and_warns_without_it() -> None:
+    assert _mosaic_data().configure_callbacks() == []
+    assert _mosaic_data(mosaic_prob=0.0, mosaic_off_share=0.4).configure_callbacks() == []
+    dm = _mosaic_data(num_workers=0, mosaic_off_last_epochs=1)
+    dm.setup("fit")
+    dm.trainer = Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    with pytest.warns(UserWarning, match="no MosaicSwitch"):
+        dm.train_dataloader()

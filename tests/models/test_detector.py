@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from detkit.models import FPN, Detector, FCOSDecoder, FCOSHead, PlainConvBackbone
+from detkit.models import FPN, DenseDecoder, Detector, FCOSHead, PlainConvBackbone
 
 
 def _detector(fpn_extra_levels=2, decoder=None, **kwargs):
@@ -105,7 +105,7 @@ def test_loss_and_predict_match_separate_calls():
 
 
 def test_predict_batch_in_input_pixels():
-    det = _detector(decoder=FCOSDecoder(score_threshold=0.0, max_detections=7))
+    det = _detector(decoder=DenseDecoder(score_threshold=0.0, max_detections=7))
     det.train()
     images = torch.rand(2, 3, 64, 96)
     dets = det.predict_batch(images)

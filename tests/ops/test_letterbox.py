@@ -23,6 +23,10 @@ def test_scale_and_inverse_for_non_square_image() -> None:
     padded = torch.tensor([[150.0, 90.0, 210.0, 150.0]])
     torch.testing.assert_close(letterbox.to_original(padded, torch.tensor(scale), (300, 600)),
                                torch.tensor([[450.0, 270.0, 600.0, 300.0]]))  # fmt: skip
+    # (height, width) as a tensor, as a target's orig_size; tensors and arrays clip alike.
+    clipped = letterbox.to_original(padded, scale, torch.tensor([300, 600]))
+    torch.testing.assert_close(clipped, torch.tensor([[450.0, 270.0, 600.0, 300.0]]))
+    np.testing.assert_allclose(letterbox.to_original(padded.numpy(), scale, (300, 600)), clipped.numpy())
 
 
 def test_resized_shape_gives_exact_per_axis_factors() -> None:

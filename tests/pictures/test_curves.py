@@ -1,4 +1,4 @@
-"""Tests for detkit.curves and the Curves callback: curves.png from a run's CSV log, plotting exactly the logged values."""
+"""Tests for detkit.pictures.curves and the Curves callback: curves.png from a run's CSV log, plotting exactly the logged values."""
 
 import csv
 import math
@@ -10,8 +10,8 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import CSVLogger
 from tiny import cpu_trainer, shapes_loader, tiny_module
 
-from detkit.callbacks import Curves
-from detkit.curves import draw_curves, find_metrics_csv, read_metrics
+from detkit.training.callbacks import Curves
+from detkit.pictures.curves import draw_curves, find_metrics_csv, read_metrics
 
 
 def _column(csv_path, name: str, x: str) -> tuple[list[float], list[float]]:

@@ -1,4 +1,4 @@
-"""Tests for detkit.explain and ``detkit explain``: feature maps per backbone stage and pyramid level, grids, bad paths."""
+"""Tests for detkit.pictures.explain and ``detkit explain``: feature maps per backbone stage and pyramid level, grids, bad paths."""
 
 import numpy as np
 import pytest
@@ -8,7 +8,7 @@ from tiny import SHAPE_NAMES, TINY_DETECTOR
 
 from detkit.checkpoints import CHECKPOINT_FORMAT_VERSION
 from detkit.commands import main
-from detkit.explain import feature_maps, top_channels
+from detkit.pictures.explain import feature_maps, top_channels
 from detkit.inference import Predictor, instantiate_detector
 
 

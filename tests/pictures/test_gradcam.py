@@ -1,11 +1,11 @@
-"""Tests for detkit.gradcam: each detection's map peaks inside its own box and differs between objects."""
+"""Tests for detkit.pictures.gradcam: each detection's map peaks inside its own box and differs between objects."""
 
 import numpy as np
 import pytest
 from tiny import SHAPE_NAMES
 
 from detkit.data import ShapesReader
-from detkit.gradcam import detection_maps, save_gradcam
+from detkit.pictures.gradcam import detection_maps, save_gradcam
 from detkit.inference import Predictor
 
 #: Detections drawn for the user: the tiny model's confident ones.

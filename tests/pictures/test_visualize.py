@@ -1,9 +1,9 @@
-"""Tests for detkit.visualize: filled caption labels in a fixed colour per class, never clipped at the border."""
+"""Tests for detkit.pictures.visualize: filled caption labels in a fixed colour per class, never clipped at the border."""
 
 import numpy as np
 import torch
 
-from detkit.visualize import PALETTE, class_color, draw_detections
+from detkit.pictures.visualize import PALETTE, class_color, draw_detections
 
 NAMES = ["circle", "square", "triangle"]
 

@@ -55,7 +55,8 @@ class PointHead(DenseHead):
 
     def loss(self, outputs: dict[str, Tensor], targets: Sequence[Target]) -> dict[str, Tensor]:
         gt = batch_targets(targets, outputs["cls"].device)
-        labels, boxes = self.assigner(outputs["points"], outputs["point_strides"], *gt)
+        assigned = self.assigner(outputs["points"], outputs["point_strides"], *gt)  # AssignedTargets
+        labels, boxes = assigned.labels, assigned.boxes
         pos = (labels >= 0).float()
         num_pos = distributed_mean(pos.sum()).clamp(min=1)  # the same normaliser on every DDP process
         onehot = (labels[..., None] == torch.arange(self.num_classes, device=labels.device)).float()

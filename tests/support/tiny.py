@@ -9,7 +9,7 @@ from lightning.pytorch import Trainer
 from torch.utils.data import DataLoader
 
 from detkit.data import EvalTransform, ShapesReader, TransformedDataset, collate_detection
-from detkit.module import DetectionModule
+from detkit.training.module import DetectionModule
 
 #: BatchNorm backbone, GroupNorm FCOS head: 3 shape classes at 64-128 px.
 TINY_DETECTOR = {

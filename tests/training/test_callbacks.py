@@ -1,9 +1,9 @@
-"""Tests for detkit.callbacks.Checkpoint: ``last.ckpt`` holds the last step whether or not the metric improved."""
+"""Tests for detkit.training.callbacks.Checkpoint: ``last.ckpt`` holds the last step whether or not the metric improved."""
 
 import torch
 from tiny import cpu_trainer, shapes_loader, tiny_module
 
-from detkit.callbacks import Checkpoint
+from detkit.training.callbacks import Checkpoint
 
 
 def _checkpoint(**kwargs) -> Checkpoint:

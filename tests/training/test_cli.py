@@ -1,18 +1,19 @@
-"""Tests for detkit.cli: parsing and linking, --help, and a tiny fit/validate/test/predict run."""
+"""Tests for detkit.training.cli: parsing and linking, --help, and a tiny fit/validate/test/predict run."""
 
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 
 from detkit.checkpoints import CHECKPOINT_FORMAT_VERSION
-from detkit.cli import build_cli
+from detkit.training.cli import build_cli
 from detkit.models import Detector
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "shapes.yaml"
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "shapes.yaml"
 
 
 def _tiny(root: Path) -> list[str]:
@@ -50,8 +51,17 @@ def test_config_parses_and_links_classes_from_data(tmp_path):
     assert cli.model.input_size == cli.datamodule.input_size == 96  # linked from the data
 
 
+def test_building_the_cli_leaves_the_process_warning_filters_as_they_were(tmp_path):
+    from detkit.training.cli import parse_config
+
+    before = list(warnings.filters)
+    build_cli(args=_tiny(tmp_path), run=False)
+    parse_config(["--config", str(CONFIG), *_small_shapes()])
+    assert warnings.filters == before
+
+
 def test_build_data_parses_like_fit_and_builds_only_the_data(tmp_path, monkeypatch):
-    from detkit.cli import build_data
+    from detkit.training.cli import build_data
     from detkit.models import backbones
 
     def no_model(*args, **kwargs):
@@ -167,7 +177,7 @@ def test_default_root_dir_moves_every_output(tmp_path, monkeypatch):
 @pytest.mark.parametrize("option", ["--trainer.max_epoch", "--trainer.max_step", "--data.batch_siz"])
 def test_abbreviated_options_are_rejected_naming_them(option, capsys):
     """argparse prefix matching would take ``--trainer.max_epoch 3`` silently as ``--trainer.max_epochs``."""
-    from detkit.cli import parse_config
+    from detkit.training.cli import parse_config
     from detkit.commands import main
 
     with pytest.raises(SystemExit) as exit_info:  # the `detkit fit` entry, parse only
@@ -183,7 +193,7 @@ def test_abbreviated_options_are_rejected_naming_them(option, capsys):
 
 @pytest.mark.parametrize("content", [b"not a checkpoint\n", b"PK\x03\x04truncated"], ids=["text", "truncated-zip"])
 def test_evaluating_with_an_unreadable_checkpoint_names_it(tmp_path, content):
-    from detkit.cli import match_checkpoint_input, parse_config
+    from detkit.training.cli import match_checkpoint_input, parse_config
 
     path = tmp_path / "broken.ckpt"
     path.write_bytes(content)

@@ -1,4 +1,4 @@
-"""Tests for detkit.module: overfitting to near-perfect COCO mAP, optimiser wiring, checkpoint block."""
+"""Tests for detkit.training.module: overfitting to near-perfect COCO mAP, optimiser wiring, checkpoint block."""
 
 import warnings
 
@@ -9,7 +9,8 @@ from torch.utils.data import DataLoader
 
 from tiny import TINY_DETECTOR
 from detkit.data import EvalTransform, ShapesReader, TransformedDataset, collate_detection
-from detkit.module import CHECKPOINT_FORMAT_VERSION, DetectionModule, to_original_pixels
+from detkit.ops.letterbox import to_original_pixels
+from detkit.training.module import CHECKPOINT_FORMAT_VERSION, DetectionModule
 
 
 
@@ -192,7 +193,7 @@ def test_a_nonfinite_step_changes_no_weight_is_counted_and_training_goes_on(tmp_
 def test_a_diverging_run_stops_with_an_error_and_writes_no_nonfinite_checkpoint(tmp_path):
     from tiny import cpu_trainer, shapes_loader, tiny_module
 
-    from detkit.callbacks import Checkpoint
+    from detkit.training.callbacks import Checkpoint
 
     module = tiny_module(lr=1e30, optimizer="torch.optim.SGD", max_nonfinite_steps=1)
     checkpoint = Checkpoint(monitor="val/map", mode="max", filename="best", save_last=True)

@@ -1,4 +1,4 @@
-"""Tests for detkit.transfer: fine-tuning a detector from a checkpoint trained on other classes."""
+"""Tests for detkit.training.transfer: fine-tuning a detector from a checkpoint trained on other classes."""
 
 import copy
 import warnings
@@ -9,9 +9,9 @@ import torch
 
 from detkit.checkpoints import CHECKPOINT_FORMAT_VERSION
 from detkit.inference import instantiate_detector
-from detkit.transfer import LoadReport, load_detector_weights
+from detkit.training.transfer import LoadReport, load_detector_weights
 
-REFERENCE = Path(__file__).parent / "models" / "data" / "fcos_format1_reference.pt"
+REFERENCE = Path(__file__).parents[1] / "models" / "data" / "fcos_format1_reference.pt"
 
 CONFIG = {
     "class_path": "detkit.models.Detector",

@@ -12,6 +12,7 @@ import numpy as np
 
 from detkit.data.readers.base import AnnotationError, AnnotationProblems, DatasetIssues
 from detkit.data.readers.records import DetectionRecords, Records, sanitize_boxes
+from detkit.ops.xywh import xywh_to_xyxy
 
 __all__ = ["CocoReader", "read_coco_categories"]
 
@@ -222,7 +223,7 @@ def _target(
     """Convert one image's annotations (xywh -> clipped xyxy), recording what was clipped, dropped, crowd."""
     n = len(anns)
     xywh = np.asarray([a["bbox"] for a in anns], dtype=np.float64).reshape(n, 4)
-    boxes = np.concatenate((xywh[:, :2], xywh[:, :2] + xywh[:, 2:]), axis=1)  # [N, 4] xyxy
+    boxes = xywh_to_xyxy(xywh)  # [N, 4] xyxy
     names = [f"annotation {a.get('id')} in {img['file_name']}" for a in anns]
     keep = sanitize_boxes(boxes, img["width"], img["height"], names, issues)
     size = boxes[:, 2:] - boxes[:, :2]

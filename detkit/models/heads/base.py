@@ -1,23 +1,60 @@
-"""The dense-head interface every detection head implements, and helpers dense heads share.
+"""The dense-head interface every detection head implements, and the parts dense heads share.
 
 A head turns the neck's pyramid maps into raw per-point outputs (``forward``), scores them against
 targets (``loss``) and decodes them into detections (``predict``). It owns whatever assigns targets,
 computes losses and decodes boxes, so the :class:`~detkit.models.Detector` never reads its outputs.
+
+:class:`DenseHead` is the interface; :class:`ComposedDenseHead` adds what the built-in heads share
+(an assigner, a loss and a :class:`~detkit.models.heads.dense_decoder.DenseDecoder` passed in as
+objects, decoding, the RetinaNet/FCOS initialisation); every assigner returns
+:class:`AssignedTargets`.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Iterable, Sequence
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pad_sequence
+from torchvision.ops import clip_boxes_to_image
 
 from detkit.models.backbones import FeatureInfo
+from detkit.models.heads.dense_decoder import DenseDecoder
+from detkit.ops.boxes import decode_ltrb
 from detkit.types import Detections, Target
 
-__all__ = ["DenseHead", "batch_targets", "distributed_mean", "make_points"]
+__all__ = [
+    "AssignedTargets",
+    "ComposedDenseHead",
+    "DenseHead",
+    "batch_targets",
+    "distributed_mean",
+    "init_dense_convs",
+    "make_points",
+]
+
+
+class AssignedTargets(NamedTuple):
+    """What an assigner gives each of the ``P`` positions (points or anchors) of each image.
+
+    Attributes:
+        labels: ``Int64Tensor[B, P]`` assigned class, ``-1`` for background.
+        boxes: ``FloatTensor[B, P, 4]`` assigned xyxy box in input pixels (zeros for background).
+        scores: ``FloatTensor[B, P]`` in ``[0, 1]``: the assigned class's classification target and
+            the position's loss weight; ``1`` for every positive of a hard assigner (FCOS), the
+            normalised alignment for the task-aligned one, ``0`` for background.
+        gt_index: ``Int64Tensor[B, P]`` index of the assigned box among the image's ``M`` (padded)
+            boxes, ``-1`` for background.
+    """
+
+    labels: Tensor
+    boxes: Tensor
+    scores: Tensor
+    gt_index: Tensor
 
 
 class DenseHead(nn.Module, abc.ABC):
@@ -55,6 +92,13 @@ class DenseHead(nn.Module, abc.ABC):
     def strides(self) -> list[int]:
         """Stride of each input level."""
         return [f.stride for f in self.in_features]
+
+    def check_levels(self, features: Sequence[Tensor]) -> None:
+        """Raise ``ValueError`` unless there is one feature map per entry of ``in_features``."""
+        if len(features) != len(self.in_features):
+            raise ValueError(
+                f"{type(self).__name__} built for {len(self.in_features)} levels, got {len(features)} feature maps"
+            )
 
     def dense_outputs(self, features: list[Tensor], **per_level: list[Tensor]) -> dict[str, Tensor]:
         """The outputs dict of :meth:`forward`: each ``name=[(B, HW_l, ...) per level]`` concatenated
@@ -125,7 +169,7 @@ class DenseHead(nn.Module, abc.ABC):
 
         Returns:
             ``boxes (B, D, 4)``, ``scores (B, D)``, ``labels (B, D)`` and ``num_detections (B,)``
-            (see :meth:`~detkit.models.FCOSDecoder.padded`). Heads that can be exported override this.
+            (see :meth:`~detkit.models.DenseDecoder.padded`). Heads that can be exported override this.
         """
         raise NotImplementedError(f"{type(self).__name__} has no fixed-shape decoding, so it cannot be exported")
 
@@ -179,19 +223,25 @@ def distributed_mean(value: Tensor) -> Tensor:
     return total / world
 
 
-def batch_targets(targets: Sequence[Target], device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+def batch_targets(
+    targets: Sequence[Target], device: torch.device, num_images: int | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
     """Pad ``B`` per-image targets into batch tensors for a vectorised assigner.
 
     Args:
         targets: One dict per image with ``boxes [N_i, 4]``, ``labels [N_i]`` and optionally
             ``iscrowd [N_i]``.
         device: Device of the outputs.
+        num_images: When given, the batch size of the head's outputs: ``ValueError`` unless
+            ``targets`` has one entry per image.
 
     Returns:
         ``gt_boxes FloatTensor[B, M, 4]`` (zeros as padding), ``gt_labels Int64Tensor[B, M]``
         (``-1`` as padding) and ``gt_valid BoolTensor[B, M]`` (False for padding and crowd
         boxes), with ``M = max_i N_i``.
     """
+    if num_images is not None and len(targets) != num_images:
+        raise ValueError(f"got outputs for {num_images} images but {len(targets)} targets")
     boxes = [t["boxes"].to(device=device, dtype=torch.float32).reshape(-1, 4) for t in targets]
     labels = [t["labels"].to(device=device, dtype=torch.int64).reshape(-1) for t in targets]
     valid = [
@@ -202,3 +252,105 @@ def batch_targets(targets: Sequence[Target], device: torch.device) -> tuple[Tens
     gt_labels = pad_sequence(labels, batch_first=True, padding_value=-1)  # (B, M)
     gt_valid = pad_sequence(valid, batch_first=True, padding_value=False)  # (B, M)
     return gt_boxes, gt_labels, gt_valid
+
+
+def init_dense_convs(head: nn.Module, cls_layers: Iterable[nn.Conv2d], prior_prob: float) -> None:
+    """The RetinaNet / FCOS initialisation of a dense head's convolutions, in place.
+
+    Every ``nn.Conv2d`` of ``head`` (in ``head.modules()`` order, so the random stream is the
+    same for the same layers) gets weights from ``N(0, 0.01^2)`` and zero bias; then the biases of
+    ``cls_layers`` are set to ``-log((1 - p) / p)``, so every class starts at probability ``p`` and
+    the many background positions do not swamp the first steps' loss.
+
+    Args:
+        head: The module whose convolutions are initialised.
+        cls_layers: The class-logit convolutions (with bias) among them.
+        prior_prob: Initial foreground probability ``p``, in ``(0, 1)``.
+    """
+    if not 0.0 < prior_prob < 1.0:
+        raise ValueError(f"prior_prob must be in (0, 1), got {prior_prob}")
+    for m in head.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.normal_(m.weight, std=0.01)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    for layer in cls_layers:
+        nn.init.constant_(layer.bias, -math.log((1.0 - prior_prob) / prior_prob))
+
+
+class ComposedDenseHead(DenseHead):
+    """A :class:`DenseHead` that owns an assigner, a loss and a :class:`DenseDecoder`, and decodes with them.
+
+    Subclasses build their layers, then call :meth:`set_parts`; they implement ``forward`` and
+    ``loss`` and inherit :meth:`predict` and :meth:`predict_padded`, which score and box every
+    position with :meth:`scores_and_boxes` (override it for other box codings, such as anchors)
+    and select detections with the decoder.
+
+    Attributes:
+        assigner: Which target each position learns; returns :class:`AssignedTargets`.
+        criterion: The training loss (the ``loss`` argument; ``loss`` is the method).
+        decoder: Inference decoding.
+    """
+
+    assigner: nn.Module
+    criterion: nn.Module
+    decoder: DenseDecoder
+
+    def set_parts(
+        self,
+        assigner: nn.Module | None,
+        loss: nn.Module | None,
+        decoder: DenseDecoder | None,
+        *,
+        default_assigner: Callable[[], nn.Module],
+        default_loss: Callable[[], nn.Module],
+        default_decoder: Callable[[], DenseDecoder] = DenseDecoder,
+    ) -> None:
+        """Own the given parts, building the defaults for those that are ``None``.
+
+        The parts are parameter-free; call this after building the layers, so that the parts
+        never move the layers' random initialisation.
+        """
+        self.assigner = assigner if assigner is not None else default_assigner()
+        self.criterion = loss if loss is not None else default_loss()
+        self.decoder = decoder if decoder is not None else default_decoder()
+
+    def scores_and_boxes(self, outputs: dict[str, Tensor], image_size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        """Class scores and boxes of every position, what the decoder selects from.
+
+        Reads ``cls_logits (B, P, K)``, ``ltrb (B, P, 4)``, ``points (P, 2)`` and, when the head
+        has them, ``quality_logits (B, P)``.
+
+        Returns:
+            ``scores (B, P, K)``: ``sigmoid(cls)``, or ``sqrt(sigmoid(cls) * sigmoid(quality))``
+            with quality logits; ``boxes (B, P, 4)``: xyxy decoded from the points' ltrb distances
+            and clipped to ``image_size`` ``(height, width)``. Float32.
+        """
+        scores = torch.sigmoid(outputs["cls_logits"].float())  # (B, P, K)
+        quality_logits = outputs.get("quality_logits")
+        if quality_logits is not None:
+            scores = torch.sqrt(scores * torch.sigmoid(quality_logits.float())[..., None])
+        boxes = clip_boxes_to_image(decode_ltrb(outputs["points"][None].float(), outputs["ltrb"].float()), image_size)
+        return scores, boxes
+
+    @torch.no_grad()
+    def predict(
+        self, outputs: dict[str, Tensor], image_size: tuple[int, int], score_threshold: float | None = None
+    ) -> list[Detections]:
+        """Decode detections with the head's decoder (see :meth:`DenseHead.predict`)."""
+        scores, boxes = self.scores_and_boxes(outputs, image_size)
+        # Positions per level from the runs of equal strides (inference only, a host sync is fine).
+        _, level_sizes = torch.unique_consecutive(outputs["point_strides"], return_counts=True)
+        return self.decoder(scores, boxes, level_sizes.tolist(), score_threshold)
+
+    @torch.no_grad()
+    def predict_padded(
+        self,
+        outputs: dict[str, Tensor],
+        image_size: tuple[int, int],
+        level_sizes: list[int],
+        score_threshold: float | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Fixed-shape decoding with the head's decoder (see :meth:`DenseHead.predict_padded`)."""
+        scores, boxes = self.scores_and_boxes(outputs, image_size)
+        return self.decoder.padded(scores, boxes, level_sizes, image_size, score_threshold)

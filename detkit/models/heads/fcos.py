@@ -1,13 +1,13 @@
 """FCOS head: shared classification / box towers over pyramid levels, trained and decoded per point.
 
 The head owns its :class:`FCOSAssigner` (which box each point regresses), :class:`FCOSLoss`
-(focal + GIoU + quality) and :class:`FCOSDecoder` (scores, top-k, NMS); each is passed in as an
-object and defaults to the FCOS paper's settings.
+(focal + GIoU + quality) and :class:`DenseDecoder` (top-k, NMS, on scores
+``sqrt(sigmoid(cls) * sigmoid(quality))``); each is passed in as an object and defaults to the FCOS
+paper's settings (see :class:`~detkit.models.heads.base.ComposedDenseHead`).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -15,17 +15,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from detkit.models.backbones import FeatureInfo
-from detkit.models.heads.base import DenseHead, batch_targets
+from detkit.models.heads.base import ComposedDenseHead, batch_targets, init_dense_convs
+from detkit.models.heads.dense_decoder import DenseDecoder
 from detkit.models.heads.fcos_assigner import FCOSAssigner
-from detkit.models.heads.fcos_decoder import FCOSDecoder
 from detkit.models.heads.fcos_loss import FCOSLoss
 from detkit.models.layers import ActivationName, ConvNormAct, NormName
-from detkit.types import Detections, Target
+from detkit.types import Target
 
 __all__ = ["FCOSHead"]
 
 
-class FCOSHead(DenseHead):
+class FCOSHead(ComposedDenseHead):
     """Anchor-free head: per point class logits, ltrb distances in pixels and a quality logit.
 
     ``forward`` returns ``cls_logits (B, P, K)``, ``ltrb (B, P, 4)`` non-negative distances in
@@ -49,7 +49,7 @@ class FCOSHead(DenseHead):
         # Training and decoding
         assigner: FCOSAssigner | None = None,
         loss: FCOSLoss | None = None,
-        decoder: FCOSDecoder | None = None,
+        decoder: DenseDecoder | None = None,
     ) -> None:
         """Build the head.
 
@@ -68,15 +68,13 @@ class FCOSHead(DenseHead):
                 size multiplier 8).
             loss: Training loss, including what the quality logit learns (default ``FCOSLoss()``:
                 focal 0.25 / 2, GIoU and centre-ness, unit weights).
-            decoder: Inference decoding (default ``FCOSDecoder()``: score > 0.05, top 1000 per
+            decoder: Inference decoding (default ``DenseDecoder()``: score > 0.05, top 1000 per
                 level, NMS IoU 0.6, 100 detections).
         """
         super().__init__(in_features, num_classes)
         channels = {f.channels for f in self.in_features}
         if len(channels) != 1:
             raise ValueError(f"FCOSHead needs the same channels on every level, got {self.in_features}")
-        if not 0.0 < prior_prob < 1.0:
-            raise ValueError(f"prior_prob must be in (0, 1), got {prior_prob}")
         in_channels = channels.pop()
 
         def tower() -> nn.Sequential:
@@ -97,17 +95,8 @@ class FCOSHead(DenseHead):
         # One learnable multiplier per level on the (stride-normalised) regression output.
         self.scales = nn.Parameter(torch.ones(len(self.in_features)))
 
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.normal_(m.weight, std=0.01)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-        nn.init.constant_(self.cls_logits.bias, -math.log((1.0 - prior_prob) / prior_prob))
-
-        # Parameter-free parts, built after the layers so they do not move the random init.
-        self.assigner = assigner if assigner is not None else FCOSAssigner()
-        self.criterion = loss if loss is not None else FCOSLoss()
-        self.decoder = decoder if decoder is not None else FCOSDecoder()
+        init_dense_convs(self, [self.cls_logits], prior_prob)
+        self.set_parts(assigner, loss, decoder, default_assigner=FCOSAssigner, default_loss=FCOSLoss)
 
     def forward(self, features: list[Tensor]) -> dict[str, Tensor]:
         """Predict on every level and concatenate in level order.
@@ -119,8 +108,7 @@ class FCOSHead(DenseHead):
             ``cls_logits``, ``ltrb``, ``quality_logits``, ``points`` and ``point_strides`` (see the
             class docstring).
         """
-        if len(features) != len(self.in_features):
-            raise ValueError(f"FCOSHead built for {len(self.in_features)} levels, got {len(features)} feature maps")
+        self.check_levels(features)
         all_cls, all_ltrb, all_quality = [], [], []
         for level, (x, stride) in enumerate(zip(features, self.strides)):
             cls_feat = self.cls_tower(x)
@@ -140,31 +128,11 @@ class FCOSHead(DenseHead):
         Returns:
             ``{"loss": total, "loss_cls", "loss_box", "loss_quality"}`` (see :class:`FCOSLoss`).
         """
-        batch = outputs["cls_logits"].shape[0]
-        if len(targets) != batch:
-            raise ValueError(f"got outputs for {batch} images but {len(targets)} targets")
-        gt_boxes, gt_labels, gt_valid = batch_targets(targets, outputs["cls_logits"].device)
-        points, point_strides = outputs["points"], outputs["point_strides"]
-        labels, matched_boxes = self.assigner(points, point_strides, gt_boxes, gt_labels, gt_valid)
-        return self.criterion(
-            outputs["cls_logits"], outputs["ltrb"], outputs["quality_logits"], points, labels, matched_boxes
-        )
-
-    def predict(
-        self, outputs: dict[str, Tensor], image_size: tuple[int, int], score_threshold: float | None = None
-    ) -> list[Detections]:
-        """Decode detections with the head's :class:`FCOSDecoder` (see :meth:`DenseHead.predict`)."""
-        return self.decoder.decode(outputs, image_size, score_threshold)
-
-    def predict_padded(
-        self,
-        outputs: dict[str, Tensor],
-        image_size: tuple[int, int],
-        level_sizes: list[int],
-        score_threshold: float | None = None,
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Fixed-shape decoding with the head's decoder (see :meth:`DenseHead.predict_padded`)."""
-        return self.decoder.decode_padded(outputs, image_size, level_sizes, score_threshold)
+        cls_logits = outputs["cls_logits"]
+        gt_boxes, gt_labels, gt_valid = batch_targets(targets, cls_logits.device, num_images=cls_logits.shape[0])
+        points = outputs["points"]
+        assigned = self.assigner(points, outputs["point_strides"], gt_boxes, gt_labels, gt_valid)
+        return self.criterion(cls_logits, outputs["ltrb"], outputs["quality_logits"], points, assigned)
 
     def prediction_layers(self) -> list[nn.Module]:
         """Class, box and quality prediction convolutions (see :meth:`DenseHead.prediction_layers`)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from detkit.models.heads.base import AssignedTargets
 from detkit.ops.boxes import box_area, encode_ltrb
 
 __all__ = ["FCOSAssigner"]
@@ -47,7 +48,7 @@ class FCOSAssigner(nn.Module):
     @torch.no_grad()
     def forward(
         self, points: Tensor, point_strides: Tensor, gt_boxes: Tensor, gt_labels: Tensor, gt_valid: Tensor
-    ) -> tuple[Tensor, Tensor]:
+    ) -> AssignedTargets:
         """Assign each point to at most one box.
 
         Args:
@@ -58,14 +59,15 @@ class FCOSAssigner(nn.Module):
             gt_valid: ``[B, M]`` bool, False for padding (and boxes that must not make positives).
 
         Returns:
-            ``labels [B, P]`` int64 (``-1`` = background) and ``matched_boxes [B, P, 4]``
-            (zeros for background). Ties between candidate boxes go to the smallest area.
+            The :class:`~detkit.models.heads.base.AssignedTargets` of the ``P`` points of each
+            image, ``scores`` one for positives. Ties between candidate boxes go to the smallest area.
         """
         batch, num_boxes = gt_labels.shape
         num_points = points.shape[0]
         if num_boxes == 0:
-            labels = torch.full((batch, num_points), -1, dtype=torch.int64, device=points.device)
-            return labels, points.new_zeros(batch, num_points, 4)
+            background = torch.full((batch, num_points), -1, dtype=torch.int64, device=points.device)
+            zeros = points.new_zeros(batch, num_points)
+            return AssignedTargets(background, points.new_zeros(batch, num_points, 4), zeros, background.clone())
         gt_boxes = gt_boxes.to(points.dtype)
         boxes = gt_boxes[:, None, :, :]  # (B, 1, M, 4)
         pts = points[None, :, None, :]  # (1, P, 1, 2)
@@ -92,4 +94,5 @@ class FCOSAssigner(nn.Module):
         labels = torch.where(positive, labels, torch.full_like(labels, -1))
         matched = torch.gather(gt_boxes, 1, best[..., None].expand(batch, num_points, 4))  # (B, P, 4)
         matched = torch.where(positive[..., None], matched, torch.zeros_like(matched))
-        return labels, matched
+        gt_index = torch.where(positive, best, torch.full_like(best, -1))
+        return AssignedTargets(labels, matched, positive.to(points.dtype), gt_index)

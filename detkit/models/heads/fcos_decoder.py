@@ -1,223 +1,31 @@
-"""Dense-head decoding: raw outputs -> per-image detections (score, top-k per level, decode, clip, class-aware NMS).
+"""Deprecated module path: ``FCOSDecoder`` is :class:`~detkit.models.heads.dense_decoder.DenseDecoder`.
 
-Written for FCOS and shared by every head that predicts per point class logits and ltrb distances
-(the :class:`~detkit.models.TaskAlignedHead` passes no quality logits). :meth:`FCOSDecoder.forward`
-returns ragged per-image detections; :meth:`FCOSDecoder.padded` selects the same detections with
-fixed-shape tensor ops only (what ONNX and TorchScript exports run).
+Kept so that configs and checkpoints naming ``detkit.models.heads.fcos_decoder.FCOSDecoder`` still
+load; the name warns (``DeprecationWarning``) and gives the same class.
 """
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor, nn
-from torchvision.ops import batched_nms
+import warnings
+from typing import Any
 
-from detkit.ops.boxes import clip_boxes, decode_ltrb
-from detkit.ops.nms import nms_per_image
-from detkit.types import Detections
+from detkit.models.heads.dense_decoder import DenseDecoder
 
-__all__ = ["FCOSDecoder"]
+__all__: list[str] = []
 
 
-class FCOSDecoder(nn.Module):
-    """Inference decoding with ``score = sqrt(sigmoid(cls) * sigmoid(quality))``, or ``sigmoid(cls)``
-    without quality logits; keeps each detection's point."""
+def deprecated_decoder_alias(module: str, name: str) -> Any:
+    """``DenseDecoder`` for the old name ``FCOSDecoder``, with a ``DeprecationWarning`` (a module's ``__getattr__``)."""
+    if name != "FCOSDecoder":
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+    warnings.warn(
+        "FCOSDecoder was renamed DenseDecoder (it decodes every dense head); use "
+        "detkit.models.DenseDecoder, FCOSDecoder will be removed",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return DenseDecoder
 
-    def __init__(
-        self,
-        score_threshold: float = 0.05,
-        topk_per_level: int = 1000,
-        nms_iou: float = 0.6,
-        max_detections: int = 100,
-        pre_nms_topk: int | None = None,
-    ) -> None:
-        """Build the decoder.
 
-        Args:
-            score_threshold: Candidates scoring at or below this are dropped before NMS.
-            topk_per_level: Candidates (point, class pairs) kept per pyramid level before NMS.
-            nms_iou: IoU above which a lower-scoring box of the same class is suppressed.
-            max_detections: Detections kept per image after NMS.
-            pre_nms_topk: At most this many of an image's candidates above the threshold (the
-                highest-scoring) enter NMS; ``None``: all. Exported graphs always run NMS on
-                this many candidates per image (all ``topk_per_level`` ones for ``None``), so a
-                cap makes their NMS cheaper.
-        """
-        super().__init__()
-        if min(topk_per_level, max_detections, pre_nms_topk or 1) < 1:
-            raise ValueError(
-                "topk_per_level, max_detections and pre_nms_topk must be >= 1, got "
-                f"{topk_per_level}, {max_detections}, {pre_nms_topk}"
-            )
-        self.pre_nms_topk = pre_nms_topk
-        self.score_threshold = score_threshold
-        self.topk_per_level = topk_per_level
-        self.nms_iou = nms_iou
-        self.max_detections = max_detections
-
-    @torch.no_grad()
-    def forward(
-        self,
-        cls_logits: Tensor,
-        ltrb: Tensor,
-        quality_logits: Tensor | None,
-        points: Tensor,
-        point_strides: Tensor,
-        image_size: tuple[int, int],
-        score_threshold: float | None = None,
-    ) -> list[Detections]:
-        """Select detections for each image of the batch.
-
-        Args:
-            cls_logits: ``(B, P, K)`` class logits.
-            ltrb: ``(B, P, 4)`` distances in pixels.
-            quality_logits: ``(B, P)`` quality logits, or ``None`` for heads whose class scores
-                already rank localisation quality (scores are then ``sigmoid(cls)``).
-            points: ``(P, 2)`` point coordinates, levels contiguous.
-            point_strides: ``(P,)`` stride per point (used to split levels).
-            image_size: ``(height, width)`` boxes are clipped to.
-            score_threshold: Overrides the configured threshold when given.
-
-        Returns:
-            One :class:`~detkit.types.Detections` per image, sorted by descending score, with the
-            ``point_index`` (into the ``P`` points) and ``level`` (index of the run of equal
-            ``point_strides``) of each detection.
-        """
-        threshold = self.score_threshold if score_threshold is None else score_threshold
-        # Level sizes from the contiguous runs of equal strides (inference only, a sync is fine).
-        _, counts = torch.unique_consecutive(point_strides, return_counts=True)
-        all_scores, all_boxes, all_labels, all_points, all_levels = self._candidates(
-            cls_logits, ltrb, quality_logits, points, counts.tolist(), image_size
-        )
-        results: list[Detections] = []
-        for b in range(all_scores.shape[0]):
-            s, bx, lab, p, lvl = all_scores[b], all_boxes[b], all_labels[b], all_points[b], all_levels[b]
-            keep = (s > threshold) & (bx[:, 2] > bx[:, 0]) & (bx[:, 3] > bx[:, 1])
-            s, bx, lab, p, lvl = s[keep], bx[keep], lab[keep], p[keep], lvl[keep]
-            if self.pre_nms_topk is not None and s.shape[0] > self.pre_nms_topk:
-                keep = s.topk(self.pre_nms_topk).indices
-                s, bx, lab, p, lvl = s[keep], bx[keep], lab[keep], p[keep], lvl[keep]
-            keep = batched_nms(bx, s, lab, self.nms_iou)[: self.max_detections]  # sorted by score
-            results.append(
-                Detections(
-                    boxes=bx[keep],
-                    scores=s[keep],
-                    labels=lab[keep].long(),
-                    point_index=p[keep].long(),
-                    level=lvl[keep].long(),
-                )
-            )
-        return results
-
-    def _candidates(
-        self,
-        cls_logits: Tensor,
-        ltrb: Tensor,
-        quality_logits: Tensor | None,
-        points: Tensor,
-        level_sizes: list[int],
-        image_size: tuple[int, int],
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """Scores, clipped boxes and the top ``topk_per_level`` (point, class) pairs of each level.
-
-        Returns:
-            ``scores (B, C)``, ``boxes (B, C, 4)``, ``labels (B, C)``, ``point_index (B, C)`` and
-            ``level (B, C)`` of the ``C`` candidates (levels in order, by score within a level).
-        """
-        batch, _, num_classes = cls_logits.shape
-        scores = torch.sigmoid(cls_logits.float())  # (B, P, K)
-        if quality_logits is not None:
-            scores = torch.sqrt(scores * torch.sigmoid(quality_logits.float())[..., None])
-        boxes = clip_boxes(decode_ltrb(points[None].float(), ltrb.float()), image_size)  # (B, P, 4)
-        cand_scores, cand_points, cand_labels, cand_levels = [], [], [], []
-        start = 0
-        for level_index, count in enumerate(level_sizes):
-            level_scores = scores[:, start : start + count].reshape(batch, -1)  # (B, P_l * K)
-            k = min(self.topk_per_level, count * num_classes)
-            top_scores, top_idx = level_scores.topk(k, dim=1)  # (B, k)
-            cand_scores.append(top_scores)
-            cand_points.append(top_idx // num_classes + start)
-            cand_labels.append(top_idx % num_classes)
-            cand_levels.append(torch.full_like(top_idx, level_index))
-            start += count
-        point_index = torch.cat(cand_points, dim=1)  # (B, C)
-        cand_boxes = boxes.gather(1, point_index[..., None].expand(-1, -1, 4))  # (B, C, 4)
-        return (
-            torch.cat(cand_scores, dim=1), cand_boxes, torch.cat(cand_labels, dim=1), point_index, torch.cat(cand_levels, dim=1)
-        )  # fmt: skip
-
-    @torch.no_grad()
-    def padded(
-        self,
-        cls_logits: Tensor,
-        ltrb: Tensor,
-        quality_logits: Tensor | None,
-        points: Tensor,
-        level_sizes: list[int],
-        image_size: tuple[int, int],
-        score_threshold: float | None = None,
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """The detections of :meth:`forward` as fixed-shape tensors, without data-dependent shapes.
-
-        NMS runs per image (:func:`~detkit.ops.nms.nms_per_image`, one ONNX ``NonMaxSuppression``
-        with the batch as its batch axis) and per class by shifting the boxes of class ``k`` by
-        ``k * (S + 1)`` in x, so boxes of different classes never overlap (``batched_nms``' offset
-        trick), stopping once ``max_detections`` boxes survive (greedy NMS keeps in descending score,
-        so those are the ones :meth:`forward` returns). Candidates below the threshold get score
-        ``-1`` and take no part.
-
-        Args:
-            cls_logits, ltrb, quality_logits, points, image_size, score_threshold: As :meth:`forward`.
-            level_sizes: Points per pyramid level (``H_l * W_l``), fixed for a fixed input size.
-
-        Returns:
-            ``boxes (B, D, 4)``, ``scores (B, D)`` (descending), ``labels (B, D)`` int64 and
-            ``num_detections (B,)`` int64 with ``D = max_detections``; entries past an image's count
-            are zero (labels ``-1``).
-        """
-        threshold = self.score_threshold if score_threshold is None else score_threshold
-        scores, boxes, labels, _, _ = self._candidates(cls_logits, ltrb, quality_logits, points, level_sizes, image_size)
-        valid = (scores > threshold) & (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])
-        masked = torch.where(valid, scores, torch.full_like(scores, -1.0))  # (B, C)
-        masked, order = masked.topk(min(self.pre_nms_topk or masked.shape[1], masked.shape[1]), dim=1)  # (B, N)
-        boxes = boxes.gather(1, order[..., None].expand(-1, -1, 4))
-        labels = labels.gather(1, order)
-        num = masked.shape[1]
-        shift_x = labels.to(boxes.dtype)[..., None] * float(max(image_size) + 1)  # (B, N, 1)
-        shifted = boxes + torch.cat((shift_x, torch.zeros_like(shift_x)), dim=-1).repeat(1, 1, 2)
-        kept = nms_per_image(shifted, masked, self.nms_iou, self.max_detections)  # (B, N) bool, the top D survivors
-        final = torch.where(kept, masked, torch.full_like(masked, -1.0))
-        top_scores, top = final.topk(min(self.max_detections, num), dim=1)  # (B, D')
-        found = top_scores >= 0
-        pad = self.max_detections - top.shape[1]
-        out_boxes = torch.where(found[..., None], boxes.gather(1, top[..., None].expand(-1, -1, 4)), 0.0)
-        out_scores = torch.where(found, top_scores, 0.0)
-        out_labels = torch.where(found, labels.gather(1, top), -1)
-        if pad:
-            out_boxes = torch.nn.functional.pad(out_boxes, (0, 0, 0, pad))
-            out_scores = torch.nn.functional.pad(out_scores, (0, pad))
-            out_labels = torch.nn.functional.pad(out_labels, (0, pad), value=-1)
-        return out_boxes, out_scores, out_labels, found.sum(dim=1)
-
-    def decode(
-        self, outputs: dict[str, Tensor], image_size: tuple[int, int], score_threshold: float | None = None
-    ) -> list[Detections]:
-        """:meth:`forward` on a dense head's outputs dict (``cls_logits``, ``ltrb``, ``points``,
-        ``point_strides`` and, when the head has them, ``quality_logits``)."""
-        return self(
-            outputs["cls_logits"], outputs["ltrb"], outputs.get("quality_logits"), outputs["points"],
-            outputs["point_strides"], image_size=image_size, score_threshold=score_threshold,
-        )  # fmt: skip
-
-    def decode_padded(
-        self,
-        outputs: dict[str, Tensor],
-        image_size: tuple[int, int],
-        level_sizes: list[int],
-        score_threshold: float | None = None,
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """:meth:`padded` on a dense head's outputs dict (see :meth:`decode`)."""
-        return self.padded(
-            outputs["cls_logits"], outputs["ltrb"], outputs.get("quality_logits"), outputs["points"], level_sizes,
-            image_size, score_threshold,
-        )  # fmt: skip
+def __getattr__(name: str) -> Any:
+    return deprecated_decoder_alias(__name__, name)

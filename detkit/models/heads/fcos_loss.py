@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import sigmoid_focal_loss
 
-from detkit.models.heads.base import distributed_mean
+from detkit.models.heads.base import AssignedTargets, distributed_mean
+from detkit.models.heads.losses import class_targets, positive_box_pairs
 from detkit.ops.boxes import decode_ltrb, encode_ltrb, paired_giou_loss, paired_iou
 
 __all__ = ["FCOSLoss", "centerness_target"]
@@ -26,7 +26,9 @@ def centerness_target(ltrb: Tensor) -> Tensor:
 class FCOSLoss(nn.Module):
     """Sum of focal, GIoU and quality losses, each divided by the number of positive points.
 
-    The number of positives is averaged over the processes of a distributed run
+    Positions are weighted by their :class:`~detkit.models.heads.base.AssignedTargets` ``scores``
+    (one for each FCOS positive) and the terms divided by the scores' sum. That sum (the number of
+    positives) is averaged over the processes of a distributed run
     (:func:`~detkit.models.heads.base.distributed_mean`), so that ``N`` processes of batch ``b``
     compute, after DDP averages their gradients, the gradient of one process of batch ``N * b``.
     """
@@ -64,54 +66,46 @@ class FCOSLoss(nn.Module):
         ltrb: Tensor,
         quality_logits: Tensor,
         points: Tensor,
-        labels: Tensor,
-        matched_boxes: Tensor,
+        targets: AssignedTargets,
     ) -> dict[str, Tensor]:
         """Compute the losses (float32 whatever the input dtype; no host synchronisation, one
         all-reduce of the positives count per call under ``torch.distributed``).
+
+        Every term weights a position by its assigned ``scores`` (``1`` for each positive of the
+        :class:`~detkit.models.FCOSAssigner`, so the normaliser is the number of positives).
 
         Args:
             cls_logits: ``(B, P, K)`` class logits.
             ltrb: ``(B, P, 4)`` predicted distances in pixels.
             quality_logits: ``(B, P)`` quality logits.
             points: ``(P, 2)`` point coordinates.
-            labels: ``(B, P)`` assigned class, ``-1`` for background.
-            matched_boxes: ``(B, P, 4)`` assigned xyxy boxes (ignored for background).
+            targets: The assigner's output for these points.
 
         Returns:
             ``{"loss": total, "loss_cls", "loss_box", "loss_quality"}`` (components unweighted).
         """
         cls_logits, ltrb, quality_logits = cls_logits.float(), ltrb.float(), quality_logits.float()
-        points, matched_boxes = points.float(), matched_boxes.float()
-        positive = labels >= 0  # (B, P)
-        pos_f = positive.float()
-        num_pos = distributed_mean(pos_f.sum()).clamp(min=1.0)  # same normaliser on every process
+        points, weight = points.float(), targets.scores.float()  # (P, 2), (B, P)
+        positive = targets.labels >= 0  # (B, P)
+        num_pos = distributed_mean(weight.sum()).clamp(min=1.0)  # same normaliser on every process
 
         # Classification over every point: one-hot targets, all zeros for background (label -1).
-        # A comparison, not F.one_hot, which checks its input's range on the host (a GPU sync).
-        classes = torch.arange(cls_logits.shape[-1], device=labels.device)
-        onehot = (labels[..., None] == classes).float()  # (B, P, K)
+        onehot = class_targets(targets.labels, cls_logits.shape[-1], weight)  # (B, P, K)
         loss_cls = sigmoid_focal_loss(
             cls_logits, onehot, alpha=self.focal_alpha, gamma=self.focal_gamma, reduction="sum"
         ) / num_pos
 
-        # Box regression on positives only; background rows become identical unit boxes (zero
-        # loss, zero gradient) so no boolean indexing (and no host sync) is needed.
-        pred_boxes = decode_ltrb(points[None], ltrb)  # (B, P, 4)
-        unit = torch.tensor([0.0, 0.0, 1.0, 1.0], device=ltrb.device).expand_as(pred_boxes)
-        pos_mask = positive[..., None]
-        safe_pred = torch.where(pos_mask, pred_boxes, unit)
-        safe_target = torch.where(pos_mask, matched_boxes, unit)
-        giou = paired_giou_loss(safe_pred, safe_target)  # (B, P)
-        loss_box = (giou * pos_f).sum() / num_pos
+        # Box regression on positives only (background rows give zero loss and gradient).
+        pred, target = positive_box_pairs(decode_ltrb(points[None], ltrb), targets.boxes.float(), positive)
+        loss_box = (paired_giou_loss(pred, target) * weight).sum() / num_pos
 
         # Quality (centre-ness or IoU) as a BCE on positives.
         if self.quality == "centerness":
-            target_q = centerness_target(encode_ltrb(points[None], safe_target))
+            target_q = centerness_target(encode_ltrb(points[None], target))
         else:
-            target_q = paired_iou(safe_pred.detach(), safe_target)
+            target_q = paired_iou(pred.detach(), target)
         bce = F.binary_cross_entropy_with_logits(quality_logits, target_q, reduction="none")  # (B, P)
-        loss_quality = (bce * pos_f).sum() / num_pos
+        loss_quality = (bce * weight).sum() / num_pos
 
         total = loss_cls + self.box_weight * loss_box + self.quality_weight * loss_quality
         return {"loss": total, "loss_cls": loss_cls, "loss_box": loss_box, "loss_quality": loss_quality}

@@ -9,31 +9,13 @@ rescaled per box so that the box's best-aligned point gets that box's largest Io
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import torch
 from torch import Tensor, nn
 
+from detkit.models.heads.base import AssignedTargets
 from detkit.ops.boxes import encode_ltrb, paired_iou
 
-__all__ = ["TaskAlignedAssigner", "TaskAlignedTargets"]
-
-
-class TaskAlignedTargets(NamedTuple):
-    """What :class:`TaskAlignedAssigner` gives each point of each image.
-
-    Attributes:
-        labels: ``Int64Tensor[B, P]`` assigned class, ``-1`` for background.
-        boxes: ``FloatTensor[B, P, 4]`` assigned xyxy box (zeros for background).
-        scores: ``FloatTensor[B, P]`` normalised alignment in ``[0, 1]``, the soft target of the
-            assigned class and the positive's loss weight (zero for background).
-        gt_index: ``Int64Tensor[B, P]`` index of the assigned box among the ``M``, ``-1`` for background.
-    """
-
-    labels: Tensor
-    boxes: Tensor
-    scores: Tensor
-    gt_index: Tensor
+__all__ = ["TaskAlignedAssigner"]
 
 
 class TaskAlignedAssigner(nn.Module):
@@ -67,7 +49,7 @@ class TaskAlignedAssigner(nn.Module):
         gt_boxes: Tensor,
         gt_labels: Tensor,
         gt_valid: Tensor,
-    ) -> TaskAlignedTargets:
+    ) -> AssignedTargets:
         """Assign each point to at most one box (float32, no host synchronisation).
 
         Args:
@@ -79,7 +61,9 @@ class TaskAlignedAssigner(nn.Module):
             gt_valid: ``[B, M]`` bool, False for padding and boxes that must not make positives.
 
         Returns:
-            The :class:`TaskAlignedTargets` of the ``P`` points of each image.
+            The :class:`~detkit.models.heads.base.AssignedTargets` of the ``P`` points of each
+            image, ``scores`` the normalised alignment (the assigned class's soft target and the
+            positive's loss weight).
         """
         batch, num_points = scores.shape[:2]
         num_boxes = gt_labels.shape[1]
@@ -87,7 +71,7 @@ class TaskAlignedAssigner(nn.Module):
         if num_boxes == 0:
             background = torch.full((batch, num_points), -1, dtype=torch.int64, device=device)
             zeros = torch.zeros(batch, num_points, device=device)
-            return TaskAlignedTargets(background, zeros.new_zeros(batch, num_points, 4), zeros, background.clone())
+            return AssignedTargets(background, zeros.new_zeros(batch, num_points, 4), zeros, background.clone())
         scores, pred_boxes = scores.float(), pred_boxes.float()
         points, gt_boxes = points.float(), gt_boxes.float()
         gt_labels = gt_labels.long().clamp(min=0)
@@ -125,4 +109,4 @@ class TaskAlignedAssigner(nn.Module):
         boxes = torch.gather(gt_boxes, 1, gt_index[..., None].expand(batch, num_points, 4))  # (B, P, 4)
         boxes = torch.where(positive[..., None], boxes, torch.zeros_like(boxes))
         gt_index = torch.where(positive, gt_index, torch.full_like(gt_index, -1))
-        return TaskAlignedTargets(labels, boxes, target_scores, gt_index)
+        return AssignedTargets(labels, boxes, target_scores, gt_index)

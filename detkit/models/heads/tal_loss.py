@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from detkit.models.heads.base import distributed_mean
-from detkit.models.heads.tal_assigner import TaskAlignedTargets
+from detkit.models.heads.base import AssignedTargets, distributed_mean
+from detkit.models.heads.losses import class_targets, positive_box_pairs
 from detkit.ops.boxes import decode_ltrb, encode_ltrb, paired_giou_loss
 
 __all__ = ["TaskAlignedLoss", "distribution_focal_loss", "varifocal_loss"]
@@ -96,7 +96,7 @@ class TaskAlignedLoss(nn.Module):
         ltrb: Tensor,
         points: Tensor,
         point_strides: Tensor,
-        targets: TaskAlignedTargets,
+        targets: AssignedTargets,
     ) -> dict[str, Tensor]:
         """Compute the losses (float32 even under autocast; no host synchronisation).
 
@@ -118,31 +118,27 @@ class TaskAlignedLoss(nn.Module):
 
     def _losses(
         self, cls_logits: Tensor, dist_logits: Tensor, ltrb: Tensor, points: Tensor, strides: Tensor,
-        targets: TaskAlignedTargets,
+        targets: AssignedTargets,
     ) -> dict[str, Tensor]:
         labels, weight = targets.labels, targets.scores.float()  # (B, P) each
         positive = labels >= 0
         normaliser = distributed_mean(weight.sum()).clamp(min=1.0)
 
         # Classification over every point and class: the assigned class's target is the alignment.
-        classes = torch.arange(cls_logits.shape[-1], device=labels.device)
-        soft = (labels[..., None] == classes).float() * weight[..., None]  # (B, P, K)
+        soft = class_targets(labels, cls_logits.shape[-1], weight)  # (B, P, K)
         if self.cls_loss == "bce":
             per_cls = F.binary_cross_entropy_with_logits(cls_logits, soft, reduction="none")
         else:
             per_cls = varifocal_loss(cls_logits, soft, self.varifocal_alpha, self.varifocal_gamma)
         loss_cls = per_cls.sum() / normaliser
 
-        # Boxes: background rows become identical unit boxes (zero loss and gradient, no indexing).
-        pred_boxes = decode_ltrb(points[None], ltrb)  # (B, P, 4)
-        unit = torch.tensor([0.0, 0.0, 1.0, 1.0], device=ltrb.device).expand_as(pred_boxes)
-        safe_pred = torch.where(positive[..., None], pred_boxes, unit)
-        safe_target = torch.where(positive[..., None], targets.boxes.float(), unit)
-        loss_box = (paired_giou_loss(safe_pred, safe_target) * weight).sum() / normaliser
+        # Boxes on positives only (background rows give zero loss and gradient).
+        pred, target = positive_box_pairs(decode_ltrb(points[None], ltrb), targets.boxes.float(), positive)
+        loss_box = (paired_giou_loss(pred, target) * weight).sum() / normaliser
 
         # DFL towards the target distances in stride units, kept inside the bins' range.
         num_bins = dist_logits.shape[-1]
-        target_dist = encode_ltrb(points[None], safe_target) / strides[None, :, None]  # (B, P, 4)
+        target_dist = encode_ltrb(points[None], target) / strides[None, :, None]  # (B, P, 4)
         target_dist = target_dist.clamp(min=0.0, max=num_bins - 1 - 0.01)
         dfl = distribution_focal_loss(dist_logits, target_dist).mean(dim=-1)  # (B, P)
         loss_dfl = (dfl * weight).sum() / normaliser

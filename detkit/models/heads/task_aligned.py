@@ -4,25 +4,25 @@ Per point the head predicts class logits and, for each side of the box, a distri
 ``reg_max`` bins of one stride (distribution focal loss, GFL); the box is the distributions'
 expectation, ``ltrb = stride * sum_i softmax(logits)_i * i``. The head owns its
 :class:`TaskAlignedAssigner` (which points learn which box, from the current predictions),
-:class:`TaskAlignedLoss` and decoder (:class:`FCOSDecoder` without quality logits).
+:class:`TaskAlignedLoss` and :class:`DenseDecoder` (on scores ``sigmoid(cls)``), see
+:class:`~detkit.models.heads.base.ComposedDenseHead`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
 from detkit.models.backbones import FeatureInfo
-from detkit.models.heads.base import DenseHead, batch_targets
-from detkit.models.heads.fcos_decoder import FCOSDecoder
+from detkit.models.heads.base import ComposedDenseHead, batch_targets, init_dense_convs
+from detkit.models.heads.dense_decoder import DenseDecoder
 from detkit.models.heads.tal_assigner import TaskAlignedAssigner
 from detkit.models.heads.tal_loss import TaskAlignedLoss
 from detkit.models.layers import ActivationName, ConvNormAct, NormName
 from detkit.ops.boxes import decode_ltrb
-from detkit.types import Detections, Target
+from detkit.types import Target
 
 __all__ = ["TaskAlignedHead", "expected_distance", "geometric_bin_logits"]
 
@@ -53,7 +53,7 @@ def geometric_bin_logits(num_bins: int, mean: float) -> Tensor:
     return (bins * (low + high) / 2).float()
 
 
-class TaskAlignedHead(DenseHead):
+class TaskAlignedHead(ComposedDenseHead):
     """Anchor-free head with decoupled classification and box branches and DFL box regression.
 
     ``forward`` returns ``cls_logits (B, P, K)``, ``dist_logits (B, P, 4, R)`` (per side l, t, r, b,
@@ -81,7 +81,7 @@ class TaskAlignedHead(DenseHead):
         # Training and decoding
         assigner: TaskAlignedAssigner | None = None,
         loss: TaskAlignedLoss | None = None,
-        decoder: FCOSDecoder | None = None,
+        decoder: DenseDecoder | None = None,
     ) -> None:
         """Build the head.
 
@@ -107,7 +107,7 @@ class TaskAlignedHead(DenseHead):
             assigner: Target assignment (default ``TaskAlignedAssigner()``: top 10, alpha 0.5, beta 6).
             loss: Training loss (default ``TaskAlignedLoss()``: BCE towards the alignment 0.5,
                 GIoU 7.5, DFL 1.5, YOLOv8's weights).
-            decoder: Inference decoding (default ``FCOSDecoder()``: score > 0.05, top 1000 per
+            decoder: Inference decoding (default ``DenseDecoder()``: score > 0.05, top 1000 per
                 level, NMS IoU 0.6, 100 detections; scores are ``sigmoid(cls)``).
         """
         super().__init__(in_features, num_classes)
@@ -123,8 +123,6 @@ class TaskAlignedHead(DenseHead):
             raise ValueError(f"channels must be >= 1, got {channels}")
         if reg_max < 2:
             raise ValueError(f"reg_max must be >= 2, got {reg_max}")
-        if not 0.0 < prior_prob < 1.0:
-            raise ValueError(f"prior_prob must be in (0, 1), got {prior_prob}")
         self.reg_max = reg_max
         self.share_convs = share_convs
 
@@ -145,21 +143,12 @@ class TaskAlignedHead(DenseHead):
         self.cls_preds = nn.ModuleList(nn.Conv2d(c, num_classes, 1) for c in out_channels)
         self.box_preds = nn.ModuleList(nn.Conv2d(c, 4 * reg_max, 1) for c in out_channels)
 
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.normal_(m.weight, std=0.01)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        init_dense_convs(self, self.cls_preds, prior_prob)
         box_bias = geometric_bin_logits(reg_max, prior_distance).repeat(4)  # sides l, t, r, b
-        for cls_pred, box_pred in zip(self.cls_preds, self.box_preds):
-            nn.init.constant_(cls_pred.bias, -math.log((1.0 - prior_prob) / prior_prob))
-            with torch.no_grad():
+        with torch.no_grad():
+            for box_pred in self.box_preds:
                 box_pred.bias.copy_(box_bias)
-
-        # Parameter-free parts, built after the layers so they do not move the random init.
-        self.assigner = assigner if assigner is not None else TaskAlignedAssigner()
-        self.criterion = loss if loss is not None else TaskAlignedLoss()
-        self.decoder = decoder if decoder is not None else FCOSDecoder()
+        self.set_parts(assigner, loss, decoder, default_assigner=TaskAlignedAssigner, default_loss=TaskAlignedLoss)
 
     def forward(self, features: list[Tensor]) -> dict[str, Tensor]:
         """Predict on every level and concatenate in level order.
@@ -171,10 +160,7 @@ class TaskAlignedHead(DenseHead):
             ``cls_logits``, ``dist_logits``, ``ltrb``, ``points`` and ``point_strides`` (see the
             class docstring).
         """
-        if len(features) != len(self.in_features):
-            raise ValueError(
-                f"TaskAlignedHead built for {len(self.in_features)} levels, got {len(features)} feature maps"
-            )
+        self.check_levels(features)
         all_cls, all_dist, all_ltrb = [], [], []
         for level, (x, stride) in enumerate(zip(features, self.strides)):
             i = 0 if self.share_convs else level
@@ -195,30 +181,12 @@ class TaskAlignedHead(DenseHead):
             ``{"loss": total, "loss_cls", "loss_box", "loss_dfl"}`` (see :class:`TaskAlignedLoss`).
         """
         cls_logits, ltrb = outputs["cls_logits"], outputs["ltrb"]
-        if len(targets) != cls_logits.shape[0]:
-            raise ValueError(f"got outputs for {cls_logits.shape[0]} images but {len(targets)} targets")
-        gt_boxes, gt_labels, gt_valid = batch_targets(targets, cls_logits.device)
+        gt_boxes, gt_labels, gt_valid = batch_targets(targets, cls_logits.device, num_images=cls_logits.shape[0])
         points, point_strides = outputs["points"], outputs["point_strides"]
         scores = torch.sigmoid(cls_logits.detach().float())  # (B, P, K)
         pred_boxes = decode_ltrb(points[None], ltrb.detach().float())  # (B, P, 4)
         assigned = self.assigner(scores, pred_boxes, points, gt_boxes, gt_labels, gt_valid)
         return self.criterion(cls_logits, outputs["dist_logits"], ltrb, points, point_strides, assigned)
-
-    def predict(
-        self, outputs: dict[str, Tensor], image_size: tuple[int, int], score_threshold: float | None = None
-    ) -> list[Detections]:
-        """Decode detections with the head's decoder (see :meth:`DenseHead.predict`)."""
-        return self.decoder.decode(outputs, image_size, score_threshold)
-
-    def predict_padded(
-        self,
-        outputs: dict[str, Tensor],
-        image_size: tuple[int, int],
-        level_sizes: list[int],
-        score_threshold: float | None = None,
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Fixed-shape decoding with the head's decoder (see :meth:`DenseHead.predict_padded`)."""
-        return self.decoder.decode_padded(outputs, image_size, level_sizes, score_threshold)
 
     def prediction_layers(self) -> list[nn.Module]:
         """Class and box-distribution prediction convolutions (see :meth:`DenseHead.prediction_layers`)."""

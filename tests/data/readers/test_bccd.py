@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from detkit.cli import build_data
+from detkit.training.cli import build_data
 
 REPO = Path(__file__).resolve().parents[3]
 BCCD = REPO / ".." / "shared" / "data" / "bccd" / "BCCD"

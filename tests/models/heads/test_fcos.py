@@ -6,7 +6,7 @@ from functools import partial
 import pytest
 import torch
 
-from detkit.models import FCOSAssigner, FCOSDecoder, FCOSHead, FCOSLoss, FeatureInfo, make_points
+from detkit.models import DenseDecoder, FCOSAssigner, FCOSHead, FCOSLoss, FeatureInfo, make_points
 
 
 def _levels(channels, strides):
@@ -55,10 +55,10 @@ def test_default_parts_and_injected_parts():
     head = FCOSHead(_levels(8, [8, 16]), 2)
     assert isinstance(head.assigner, FCOSAssigner) and head.assigner.center_sampling_radius == 1.5
     assert isinstance(head.criterion, FCOSLoss) and head.criterion.quality == "centerness"
-    assert isinstance(head.decoder, FCOSDecoder) and head.decoder.score_threshold == 0.05
+    assert isinstance(head.decoder, DenseDecoder) and head.decoder.score_threshold == 0.05
     # Parts are not shared between heads built with defaults.
     assert FCOSHead(_levels(8, [8]), 2).assigner is not head.assigner
-    assigner, loss, decoder = FCOSAssigner(0.0), FCOSLoss(quality="iou"), FCOSDecoder(max_detections=3)
+    assigner, loss, decoder = FCOSAssigner(0.0), FCOSLoss(quality="iou"), DenseDecoder(max_detections=3)
     head = FCOSHead(_levels(8, [8, 16]), 2, assigner=assigner, loss=loss, decoder=decoder)
     assert head.assigner is assigner and head.criterion is loss and head.decoder is decoder
     # The parts have no parameters or buffers: the state dict is the layers' only.
@@ -78,9 +78,9 @@ def test_loss_equals_assigner_then_loss():
     boxes = torch.tensor([[[0.0, 0.0, 16.0, 16.0], [8.0, 8.0, 30.0, 30.0]], [[0.0, 0, 0, 0], [0, 0, 0, 0]]])
     labels = torch.tensor([[2, 0], [-1, -1]])
     valid = torch.tensor([[True, False], [False, False]])  # crowd and padding never make positives
-    assigned, matched = head.assigner(out["points"], out["point_strides"], boxes, labels, valid)
-    expected = head.criterion(out["cls_logits"], out["ltrb"], out["quality_logits"], out["points"], assigned, matched)
-    assert (assigned[0] == 2).sum() == 4 and (assigned[1] == -1).all()
+    assigned = head.assigner(out["points"], out["point_strides"], boxes, labels, valid)
+    expected = head.criterion(out["cls_logits"], out["ltrb"], out["quality_logits"], out["points"], assigned)
+    assert (assigned.labels[0] == 2).sum() == 4 and (assigned.labels[1] == -1).all()
     for key, value in expected.items():
         assert torch.equal(losses[key], value), key
     with pytest.raises(ValueError, match="targets"):
@@ -88,7 +88,7 @@ def test_loss_equals_assigner_then_loss():
 
 
 def test_predict_records_point_and_level():
-    head = FCOSHead(_levels(4, [8, 16]), 2, num_convs=0, decoder=FCOSDecoder(score_threshold=0.0, max_detections=1000))
+    head = FCOSHead(_levels(4, [8, 16]), 2, num_convs=0, decoder=DenseDecoder(score_threshold=0.0, max_detections=1000))
     out = head([torch.randn(1, 4, 4, 4), torch.randn(1, 4, 2, 2)])
     (det,) = head.predict(out, image_size=(32, 32))
     assert det["point_index"].dtype == torch.int64 and det["level"].dtype == torch.int64

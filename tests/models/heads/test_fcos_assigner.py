@@ -2,15 +2,15 @@
 
 import torch
 
-from detkit.models import FCOSAssigner, make_points
+from detkit.models import AssignedTargets, FCOSAssigner, make_points
 
 
 def _assign(assigner, points, strides, boxes, labels, valid=None):
     boxes = torch.tensor(boxes, dtype=torch.float32)[None]
     labels = torch.tensor(labels, dtype=torch.int64)[None]
     valid = torch.ones_like(labels, dtype=torch.bool) if valid is None else torch.tensor(valid)[None]
-    out_labels, matched = assigner(points, strides, boxes, labels, valid)
-    return out_labels[0], matched[0]
+    out = assigner(points, strides, boxes, labels, valid)
+    return out.labels[0], out.boxes[0]
 
 
 def test_inside_box_without_center_sampling():
@@ -62,6 +62,9 @@ def test_ties_go_to_smallest_box_and_invalid_ignored():
     labels, matched = _assign(assigner, points, strides, boxes, [7, 8, 9])
     assert labels.tolist() == [8, 7]
     assert matched.tolist() == [[5, 5, 15, 15], [0, 0, 40, 20]]
+    gt_boxes, gt_labels = torch.tensor(boxes, dtype=torch.float32)[None], torch.tensor([[7, 8, 9]])
+    out = assigner(points, strides, gt_boxes, gt_labels, torch.ones(1, 3, dtype=torch.bool))
+    assert out.gt_index.tolist() == [[1, 0]] and out.scores.tolist() == [[1.0, 1.0]]
     labels, _ = _assign(assigner, points, strides, boxes, [7, 8, 9], valid=[True, False, True])
     assert labels.tolist() == [9, 7]
     # Equal areas: the first box wins.
@@ -75,15 +78,20 @@ def test_empty_images_and_zero_boxes():
     boxes = torch.tensor([[[0.0, 0, 32, 32]], [[0.0, 0, 0, 0]]])
     labels = torch.tensor([[2], [-1]])
     valid = torch.tensor([[True], [False]])
-    out_labels, matched = assigner(points, strides, boxes, labels, valid)
-    assert (out_labels[0] == 2).any() and (out_labels[1] == -1).all()
-    assert (matched[1] == 0).all()
+    out = assigner(points, strides, boxes, labels, valid)
+    assert isinstance(out, AssignedTargets)
+    assert (out.labels[0] == 2).any() and (out.labels[1] == -1).all()
+    assert (out.boxes[1] == 0).all()
+    # Scores are the positives (hard assignment), gt_index the box each positive took.
+    assert torch.equal(out.scores, (out.labels >= 0).float())
+    assert torch.equal(out.gt_index, torch.where(out.labels >= 0, 0, -1))
     # M = 0 for the whole batch.
-    out_labels, matched = assigner(
+    out = assigner(
         points, strides, torch.zeros(3, 0, 4), torch.zeros(3, 0, dtype=torch.long), torch.zeros(3, 0, dtype=torch.bool)
     )
-    assert out_labels.shape == (3, 20) and out_labels.dtype == torch.int64 and (out_labels == -1).all()
-    assert matched.shape == (3, 20, 4) and (matched == 0).all()
+    assert out.labels.shape == out.gt_index.shape == out.scores.shape == (3, 20) and out.labels.dtype == torch.int64
+    assert (out.labels == -1).all() and (out.gt_index == -1).all() and (out.scores == 0).all()
+    assert out.boxes.shape == (3, 20, 4) and (out.boxes == 0).all()
 
 
 def test_batched_equals_per_image():
@@ -106,8 +114,8 @@ def test_batched_equals_per_image():
     gt_valid = torch.zeros(len(counts), m, dtype=torch.bool)
     for i, n in enumerate(counts):
         gt_boxes[i, :n], gt_labels[i, :n], gt_valid[i, :n] = boxes_list[i], labels_list[i], True
-    labels, matched = assigner(points, strides, gt_boxes, gt_labels, gt_valid)
-    assert (labels >= 0).sum() > 10  # the case is not trivially empty
-    for i, (lab, box) in enumerate(per_image):
-        assert torch.equal(labels[i], lab[0])
-        assert torch.equal(matched[i], box[0])
+    batched = assigner(points, strides, gt_boxes, gt_labels, gt_valid)
+    assert (batched.labels >= 0).sum() > 10  # the case is not trivially empty
+    for i, single in enumerate(per_image):
+        for name in AssignedTargets._fields:
+            assert torch.equal(getattr(batched, name)[i], getattr(single, name)[0]), name

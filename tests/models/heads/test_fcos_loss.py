@@ -4,8 +4,15 @@ import math
 
 import torch
 
+from detkit.models.heads import AssignedTargets
 from detkit.models.heads.fcos_loss import FCOSLoss, centerness_target
 from detkit.ops.boxes import paired_iou
+
+
+def _assigned(labels, boxes):
+    """What the FCOS assigner gives: ``scores`` one for positives, the positives' box index 0."""
+    labels = torch.as_tensor(labels)
+    return AssignedTargets(labels, torch.as_tensor(boxes), (labels >= 0).float(), torch.where(labels >= 0, 0, -1))
 
 
 def test_centerness_and_paired_iou_hand_computed():
@@ -24,7 +31,7 @@ def test_single_positive_hand_computed():
     quality = torch.zeros(1, 2)
     labels = torch.tensor([[0, -1]])
     matched = torch.tensor([[[5.0, 5.0, 15.0, 15.0], [0.0, 0.0, 0.0, 0.0]]])
-    out = loss(cls, ltrb, quality, points, labels, matched)
+    out = loss(cls, ltrb, quality, points, _assigned(labels, matched))
     # Focal at p=0.5: positive alpha*0.25*log2, negative (1-alpha)*0.25*log2; one positive.
     expected_cls = 0.25 * 0.25 * math.log(2) + 0.75 * 0.25 * math.log(2)
     assert math.isclose(out["loss_cls"].item(), expected_cls, rel_tol=1e-5)
@@ -38,7 +45,7 @@ def test_box_loss_is_giou_mean_over_positives():
     points = torch.tensor([[10.0, 10.0]] * 2)
     ltrb = torch.tensor([[[10.0, 10.0, 10.0, 10.0], [5.0, 5.0, 5.0, 5.0]]])  # [0,0,20,20], [5,5,15,15]
     matched = torch.tensor([[[0.0, 0.0, 20.0, 20.0], [0.0, 0.0, 20.0, 20.0]]])
-    out = loss(torch.zeros(1, 2, 3), ltrb, torch.zeros(1, 2), points, torch.tensor([[1, 2]]), matched)
+    out = loss(torch.zeros(1, 2, 3), ltrb, torch.zeros(1, 2), points, _assigned([[1, 2]], matched))
     # Second box: IoU 100/400, enclosing box = target -> GIoU loss 0.75; mean over 2 positives.
     assert math.isclose(out["loss_box"].item(), 0.375, rel_tol=1e-5)
     total = out["loss_cls"] + 2.0 * out["loss_box"] + out["loss_quality"]
@@ -50,7 +57,7 @@ def test_iou_quality_target():
     points = torch.tensor([[10.0, 10.0]])
     ltrb = torch.tensor([[[5.0, 5.0, 5.0, 5.0]]], requires_grad=True)  # IoU 0.25 with target
     matched = torch.tensor([[[0.0, 0.0, 20.0, 20.0]]])
-    out = loss(torch.zeros(1, 1, 1), ltrb, torch.zeros(1, 1), points, torch.tensor([[0]]), matched)
+    out = loss(torch.zeros(1, 1, 1), ltrb, torch.zeros(1, 1), points, _assigned([[0]], matched))
     expected = -(0.25 * math.log(0.5) + 0.75 * math.log(0.5))
     assert math.isclose(out["loss_quality"].item(), expected, rel_tol=1e-5)
 
@@ -61,7 +68,7 @@ def test_zero_positives_finite_with_gradients():
     ltrb = (torch.rand(2, 5, 4) * 10).requires_grad_()
     quality = torch.randn(2, 5, requires_grad=True)
     points = torch.rand(5, 2) * 50
-    out = loss(cls, ltrb, quality, points, torch.full((2, 5), -1), torch.zeros(2, 5, 4))
+    out = loss(cls, ltrb, quality, points, _assigned(torch.full((2, 5), -1), torch.zeros(2, 5, 4)))
     assert all(torch.isfinite(v) for v in out.values())
     assert out["loss_box"].item() == 0 and out["loss_quality"].item() == 0 and out["loss_cls"].item() > 0
     out["loss"].backward()
@@ -78,7 +85,6 @@ def test_low_precision_inputs_give_float32():
         torch.full((1, 2, 4), 5.0, dtype=torch.bfloat16),
         torch.zeros(1, 2, dtype=torch.bfloat16),
         points,
-        torch.tensor([[1, -1]]),
-        torch.tensor([[[5.0, 5.0, 15.0, 15.0], [0, 0, 0, 0]]]),
+        _assigned([[1, -1]], [[[5.0, 5.0, 15.0, 15.0], [0, 0, 0, 0]]]),
     )
     assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in out.values())

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from detkit.models import TaskAlignedAssigner
-from detkit.models.heads import TaskAlignedTargets
+from detkit.models.heads import AssignedTargets
 
 
 def _scores(rows):
@@ -25,7 +25,7 @@ def test_topk_by_alignment_inside_the_box_and_normalised_targets():
     out = TaskAlignedAssigner(topk=2, alpha=1.0, beta=1.0)(
         scores, preds, points, gt, torch.tensor([[1]]), torch.tensor([[True]])
     )
-    assert isinstance(out, TaskAlignedTargets)
+    assert isinstance(out, AssignedTargets)
     # Metrics 0.5, 0.45, 0.2 inside; point 3 (60, 60) is outside despite its perfect prediction.
     assert out.labels.tolist() == [[1, 1, -1, -1]]
     assert out.gt_index.tolist() == [[0, 0, -1, -1]]
@@ -116,7 +116,7 @@ def test_batched_equals_per_image():
     assert (batched.labels >= 0).sum() > 4  # the case is not trivially empty
     for b, (g, lab, p, s) in enumerate(images):
         single = assigner(s[None], p[None], points, g[None], lab[None], torch.ones(1, len(lab), dtype=torch.bool))
-        for name in TaskAlignedTargets._fields:
+        for name in AssignedTargets._fields:
             torch.testing.assert_close(getattr(batched, name)[b], getattr(single, name)[0], msg=name)
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from detkit.models import TaskAlignedLoss
-from detkit.models.heads import TaskAlignedTargets, distribution_focal_loss, expected_distance, varifocal_loss
+from detkit.models.heads import AssignedTargets, distribution_focal_loss, expected_distance, varifocal_loss
 from detkit.models.heads import tal_loss
 
 
@@ -37,7 +37,7 @@ def _case(score=0.5):
     ltrb = expected_distance(dist_logits) * 8
     points = torch.tensor([[8.0, 8.0], [24.0, 8.0]])
     strides = torch.tensor([8.0, 8.0])
-    targets = TaskAlignedTargets(
+    targets = AssignedTargets(
         labels=torch.tensor([[1, -1]]),
         boxes=torch.tensor([[[0.0, 0.0, 16.0, 16.0], [0.0, 0.0, 0.0, 0.0]]]),
         scores=torch.tensor([[score, 0.0]]),

@@ -14,8 +14,8 @@ from torch.utils.data import DataLoader
 from detkit.data import EvalTransform, ShapesReader, TransformedDataset, collate_detection
 from detkit.models import (
     FPN,
+    DenseDecoder,
     Detector,
-    FCOSDecoder,
     FeatureInfo,
     PlainConvBackbone,
     TaskAlignedAssigner,
@@ -24,7 +24,7 @@ from detkit.models import (
     make_points,
 )
 from detkit.models.heads import expected_distance, geometric_bin_logits
-from detkit.module import DetectionModule
+from detkit.training.module import DetectionModule
 
 CONFIGS = Path(__file__).resolve().parents[3] / "configs"
 
@@ -99,9 +99,9 @@ def test_decodes_a_known_distribution_to_boxes():
 def test_default_parts_and_loss_equals_assigner_then_loss():
     head = TaskAlignedHead(_levels([8, 8], [8, 16]), 3, num_convs=1)
     assert isinstance(head.assigner, TaskAlignedAssigner) and head.assigner.topk == 10
-    assert isinstance(head.criterion, TaskAlignedLoss) and isinstance(head.decoder, FCOSDecoder)
+    assert isinstance(head.criterion, TaskAlignedLoss) and isinstance(head.decoder, DenseDecoder)
     assert not [k for k in head.state_dict() if k.startswith(("assigner", "criterion", "decoder"))]
-    parts = TaskAlignedAssigner(topk=3), TaskAlignedLoss(cls_loss="varifocal"), FCOSDecoder(max_detections=2)
+    parts = TaskAlignedAssigner(topk=3), TaskAlignedLoss(cls_loss="varifocal"), DenseDecoder(max_detections=2)
     head = TaskAlignedHead(_levels([8, 8], [8, 16]), 3, num_convs=1, assigner=parts[0], loss=parts[1], decoder=parts[2])
     assert (head.assigner, head.criterion, head.decoder) == parts
 
@@ -182,7 +182,7 @@ def test_tiny_detector_overfits_a_few_synthetic_images_to_high_map(tmp_path):
 
 
 def test_shapes_config_with_the_head_swapped_parses(tmp_path):
-    from detkit.cli import parse_config
+    from detkit.training.cli import parse_config
 
     config = yaml.safe_load((CONFIGS / "shapes.yaml").read_text())
     config["model"]["detector"]["init_args"]["head"] = {

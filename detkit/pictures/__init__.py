@@ -1,0 +1,1 @@
+"""Pictures: training curves, drawn detections, feature maps and localization maps."""
