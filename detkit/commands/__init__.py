@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int | None:
     args = sys.argv[1:] if argv is None else argv
     if not args or args[0] in ("-h", "--help"):
         # Answered without importing torch or Lightning (seconds and hundreds of MB on a small CPU).
-        print(overview())
+        # Asked for: stdout, exit 0; no subcommand is a usage error: stderr, exit 2 (as argparse).
+        print(overview(), file=sys.stdout if args else sys.stderr)
         return 0 if args else 2
     if args[0] in OWN_SUBCOMMANDS:
         return importlib.import_module(OWN_SUBCOMMANDS[args[0]]).main(args[1:])

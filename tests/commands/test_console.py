@@ -37,6 +37,13 @@ def test_help_lists_every_subcommand_without_importing_torch_or_lightning():
         assert f"  {name} " in done.stdout
 
 
+def test_bare_detkit_is_a_usage_error_with_the_overview_on_stderr():
+    done = _detkit()
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert "subcommands:" in done.stderr and "  fit " in done.stderr
+
+
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     return write_checkpoint(tiny_module(), tmp_path_factory.mktemp("ckpt") / "tiny.ckpt")
