@@ -98,7 +98,9 @@ def main() -> None:
     # Latency: inference + NMS of one image letterboxed to a square imgsz input (rect=False), batch 1.
     speeds = []
     torch.set_num_threads(args.threads or torch.get_num_threads())
-    readable = next(p for p in images if p.name not in unreadable)
+    readable = next((p for p in images if p.name not in unreadable), None)
+    if readable is None:
+        raise SystemExit(f"yolo_peer: Ultralytics could read none of the {len(images)} test images in {args.images}")
     for _ in range(3 + args.runs):
         [result] = trained.predict(str(readable), imgsz=args.imgsz, conf=args.conf, max_det=args.max_det,
                                    device="cpu", rect=False, verbose=False)  # fmt: skip
