@@ -93,7 +93,9 @@ def copy_paste(target_item: Item, source_item: Item, generator: torch.Generator 
     target's scale) at random places of ``target_item``. A crop is pasted only where it covers at most
     ``max_overlap`` of every box already there (the image's own and those pasted before it), so
     no labelled object disappears under a crop. Crowd boxes are not pasted. Without masks, each
-    crop carries its background with it (the "boxes as pasted crops" variant of Ghiasi et al. 2021)."""
+    crop carries its background with it (the "boxes as pasted crops" variant of Ghiasi et al. 2021),
+    and with it any part of a neighbouring source object inside the box, which stays unlabelled: on
+    densely packed data (cells) keep ``copy_paste_prob`` low or off."""
     image, target = target_item
     source, src_target = source_item
     image = image.copy()
