@@ -114,17 +114,12 @@ def evaluate_checkpoint(
 def _data_letterboxed_as(predictor: BasePredictor, model_path: Path, args: list[str]) -> DetectionDataModule:
     """The DataModule of ``detkit fit ARGS``, its ``input_size`` and ``pad_multiple`` set to the
     predictor's (the letterbox it was trained with), warning about each value the config had otherwise."""
-    import warnings
-
-    from detkit.training.cli import parse_config
     from detkit.config import instantiate
     from detkit.data import DetectionDataModule
+    from detkit.training.cli import match_model_input, parse_config
 
     data = parse_config(args).data
-    for key, value in {"input_size": predictor.input_size, "pad_multiple": predictor.pad_multiple}.items():
-        if data.get(key) != value:
-            warnings.warn(f"{model_path} was trained with data {key} {value}; using it instead of the config's {data.get(key)}")
-            data[key] = value
+    match_model_input(data, model_path, predictor.input_size, predictor.pad_multiple)
     return instantiate(DetectionDataModule, {"class_path": "detkit.data.DetectionDataModule", "init_args": data.as_dict()})
 
 

@@ -20,7 +20,7 @@ from detkit.config import instantiate
 from detkit.data import DetectionDataModule
 from detkit.training.module import DetectionModule
 
-__all__ = ["DetkitCLI", "build_cli", "build_data", "match_checkpoint_input", "parse_config"]
+__all__ = ["DetkitCLI", "build_cli", "build_data", "match_checkpoint_input", "match_model_input", "parse_config"]
 
 
 class DetkitCLI(LightningCLI):
@@ -97,17 +97,21 @@ class DetkitCLI(LightningCLI):
         return super().instantiate_trainer(**kwargs)
 
 
+def match_model_input(data: Namespace, source: str | Path, input_size: int | None, pad_multiple: int | None) -> None:
+    """Set the parsed ``data`` config's ``input_size`` and ``pad_multiple`` to those the model from
+    ``source`` was trained with, warning about each value the config had otherwise: one model, one mAP."""
+    for key, value in {"input_size": input_size, "pad_multiple": pad_multiple}.items():
+        if value is not None and data.get(key) != value:
+            warnings.warn(f"{source} was trained with data {key} {value}; using it instead of the config's {data.get(key)}")
+            data[key] = value
+
+
 def match_checkpoint_input(data: Namespace, ckpt_path: str | Path) -> None:
-    """Set the parsed ``data`` config's ``input_size`` and ``pad_multiple`` to those the checkpoint
-    was trained with, warning about each value the config had otherwise: one checkpoint, one mAP."""
+    """:func:`match_model_input` with the letterbox recorded in a detkit checkpoint."""
     if not Path(ckpt_path).is_file():
         return  # Lightning reports the missing file
     meta = read_checkpoint(ckpt_path)["detkit"]  # a file that is not a detkit checkpoint: named error
-    trained = {"input_size": meta.get("input_size"), "pad_multiple": meta.get("pad_multiple", 32)}
-    for key, value in trained.items():
-        if value is not None and data.get(key) != value:
-            warnings.warn(f"{ckpt_path} was trained with data {key} {value}; using it instead of the config's {data.get(key)}")
-            data[key] = value
+    match_model_input(data, ckpt_path, meta.get("input_size"), meta.get("pad_multiple", 32))
 
 
 class _ParseOnlyCLI(DetkitCLI):
