@@ -13,6 +13,7 @@ from detkit.models.backbones import (
 from detkit.models.csp import CSPBackbone
 from detkit.models.detector import Detector
 from detkit.models.heads import (
+    AnchorGrid,
     AssignedTargets,
     ComposedDenseHead,
     DenseDecoder,
@@ -20,6 +21,9 @@ from detkit.models.heads import (
     FCOSAssigner,
     FCOSHead,
     FCOSLoss,
+    MaxIoUAssigner,
+    RetinaNetHead,
+    RetinaNetLoss,
     TaskAlignedAssigner,
     TaskAlignedHead,
     TaskAlignedLoss,
@@ -31,6 +35,7 @@ from detkit.models.layers import ConvNormAct
 from detkit.models.necks import FPN, Neck
 
 __all__ = [
+    "AnchorGrid",
     "AssignedTargets",
     "Backbone",
     "CSPBackbone",
@@ -43,12 +48,15 @@ __all__ = [
     "FCOSHead",
     "FCOSLoss",
     "FPN",
+    "MaxIoUAssigner",
     "FeatureInfo",
     "MobileNetV2Backbone",
     "MobileNetV3Backbone",
     "Neck",
     "PlainConvBackbone",
     "ResNetBackbone",
+    "RetinaNetHead",
+    "RetinaNetLoss",
     "TaskAlignedAssigner",
     "TaskAlignedHead",
     "TaskAlignedLoss",

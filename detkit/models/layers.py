@@ -58,6 +58,7 @@ class ConvNormAct(nn.Sequential):
         groups: int = 1,
         norm: NormName = "batch",
         activation: ActivationName = "relu",
+        bias: bool | None = None,
     ) -> None:
         """Build the block.
 
@@ -71,6 +72,8 @@ class ConvNormAct(nn.Sequential):
             norm: Normalisation after the convolution (``"group"`` uses ``gcd(32, out_channels)``
                 groups). The convolution has a bias only when ``norm="none"``.
             activation: Activation after the normalisation.
+            bias: Give the convolution a bias; ``None``: only when ``norm="none"`` (a bias before
+                BatchNorm is cancelled by it; torchvision's FCOS towers keep one before GroupNorm).
         """
         if in_channels % groups or out_channels % groups:
             raise ValueError(
@@ -91,7 +94,7 @@ class ConvNormAct(nn.Sequential):
             padding=dilation * (kernel_size - 1) // 2,
             dilation=dilation,
             groups=groups,
-            bias=norm_layer is None,
+            bias=norm_layer is None if bias is None else bias,
         )
         if norm_layer is not None:
             layers["norm"] = norm_layer

@@ -8,6 +8,8 @@ here too. The letterbox mapping between original and input pixels lives in :mod:
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 from torchvision.ops import box_convert
@@ -21,6 +23,9 @@ __all__ = [
     "cxcywh_to_xyxy",
     "encode_ltrb",
     "decode_ltrb",
+    "encode_deltas",
+    "decode_deltas",
+    "DELTA_CLIP",
     "box_area",
     "paired_iou",
     "paired_giou_loss",
@@ -61,6 +66,48 @@ def encode_ltrb(points: Tensor, boxes: Tensor) -> Tensor:
 def decode_ltrb(points: Tensor, ltrb: Tensor) -> Tensor:
     """Inverse of :func:`encode_ltrb`: ``[..., 2]`` points and ``[..., 4]`` distances -> xyxy."""
     return torch.cat((points - ltrb[..., :2], points + ltrb[..., 2:]), dim=-1)
+
+
+#: Largest width/height delta :func:`decode_deltas` exponentiates: boxes at most 62.5x their anchor
+#: (torchvision's ``BoxCoder.bbox_xform_clip``), so an untrained output cannot overflow ``exp``.
+DELTA_CLIP = math.log(1000.0 / 16)
+
+
+def encode_deltas(anchors: Tensor, boxes: Tensor) -> Tensor:
+    """Boxes relative to anchors, the R-CNN / RetinaNet coding (torchvision's ``BoxCoder`` with unit weights).
+
+    Args:
+        anchors: ``[..., 4]`` xyxy reference boxes of positive width and height.
+        boxes: ``[..., 4]`` xyxy boxes, broadcastable against ``anchors``.
+
+    Returns:
+        ``[..., 4]`` ``(dx, dy, dw, dh)``: centre offsets in anchor widths/heights and log size ratios.
+    """
+    wa, ha = anchors[..., 2] - anchors[..., 0], anchors[..., 3] - anchors[..., 1]
+    xa, ya = anchors[..., 0] + 0.5 * wa, anchors[..., 1] + 0.5 * ha
+    w, h = boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]
+    x, y = boxes[..., 0] + 0.5 * w, boxes[..., 1] + 0.5 * h
+    return torch.stack(((x - xa) / wa, (y - ya) / ha, torch.log(w / wa), torch.log(h / ha)), dim=-1)
+
+
+def decode_deltas(anchors: Tensor, deltas: Tensor, clip: float = DELTA_CLIP) -> Tensor:
+    """Inverse of :func:`encode_deltas` (the same float operations as torchvision's ``BoxCoder.decode_single``).
+
+    Args:
+        anchors: ``[..., 4]`` xyxy reference boxes.
+        deltas: ``[..., 4]`` ``(dx, dy, dw, dh)``, broadcastable against ``anchors``.
+        clip: ``dw`` and ``dh`` are clamped to at most this before ``exp``.
+
+    Returns:
+        ``[..., 4]`` xyxy boxes.
+    """
+    anchors = anchors.to(deltas.dtype)
+    wa, ha = anchors[..., 2] - anchors[..., 0], anchors[..., 3] - anchors[..., 1]
+    xa, ya = anchors[..., 0] + 0.5 * wa, anchors[..., 1] + 0.5 * ha
+    dx, dy, dw, dh = deltas.unbind(-1)
+    x, y = dx * wa + xa, dy * ha + ya
+    half_w, half_h = 0.5 * (torch.exp(dw.clamp(max=clip)) * wa), 0.5 * (torch.exp(dh.clamp(max=clip)) * ha)
+    return torch.stack((x - half_w, y - half_h, x + half_w, y + half_h), dim=-1)
 
 
 def _paired_inter_union(boxes1: Tensor, boxes2: Tensor) -> tuple[Tensor, Tensor]:

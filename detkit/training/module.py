@@ -124,6 +124,9 @@ class DetectionModule(LightningModule):
                 another number of classes, a changed head) keep their initialisation, and a warning
                 lists them (:func:`detkit.training.transfer.load_detector_weights`). Class names come from
                 the data, never from this checkpoint. Resuming (``--ckpt_path``) ignores it.
+                ``"torchvision:fcos_resnet50_fpn:COCO_V1"`` (or ``...:<local .pth>``) starts from a
+                torchvision COCO detector instead: the detector must be built as detkit's composition
+                of it (``configs/coco_fcos_finetune.yaml``), and every tensor but the classifier loads.
             max_nonfinite_steps: an optimizer step whose gradients are NaN or infinite (a
                 non-finite loss, in any accumulated batch and on any process) changes no weight: its
                 gradients are dropped (with fp16 AMP the gradient scaler skips it), it is counted (``train/skipped_steps``) and

@@ -9,6 +9,9 @@ probability bias), and a :class:`LoadReport` says which is which::
     report = load_detector_weights(detector, "runs/coco/checkpoints/last.ckpt")
     print(report)  # loaded 262 of 264 tensors; not loaded: head.cls_logits.weight (shape ...), ...
 
+A torchvision COCO detector starts one the same way, from ``"torchvision:<model>:<WEIGHTS or path>"``
+(:mod:`detkit.models.torchvision_import`): there every tensor must fit but the classifier.
+
 Class names are not taken from the checkpoint: the new data defines them.
 """
 
@@ -22,6 +25,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from detkit.checkpoints import load_detector_checkpoint
+from detkit.models.torchvision_import import load_torchvision_weights, read_torchvision_state
 
 __all__ = ["LoadReport", "load_detector_weights", "match_state_dict"]
 
@@ -121,7 +125,11 @@ def load_detector_weights(
 
     Args:
         detector: A built :class:`~detkit.models.Detector` (weights changed in place).
-        checkpoint: Path of a checkpoint written by ``detkit fit``, or the dict ``torch.load`` gave.
+        checkpoint: Path of a checkpoint written by ``detkit fit``, the dict ``torch.load`` gave, or
+            ``"torchvision:<model>:<WEIGHTS or path>"``: a torchvision COCO detector's weights, loaded
+            strictly into detkit's composition of that model (see
+            :func:`~detkit.models.torchvision_import.load_torchvision_weights`; only the classifier
+            may differ, for another class list).
         warn: Warn (with the report) when some detector tensor was not loaded.
 
     Returns:
@@ -132,6 +140,8 @@ def load_detector_weights(
         ValueError: Not a detkit checkpoint, a format this detkit cannot read, no detector weights,
             or nothing at all that fits ``detector``.
     """
+    if isinstance(checkpoint, str) and checkpoint.startswith("torchvision:"):
+        return _load_torchvision(detector, checkpoint, warn)
     source = "checkpoint dict" if isinstance(checkpoint, dict) else str(checkpoint)
     checkpoint, state = load_detector_checkpoint(checkpoint)  # errors name the file
     loadable, report = match_state_dict(detector, state, source)
@@ -143,3 +153,24 @@ def load_detector_weights(
     if warn and not report.complete:
         warnings.warn(str(report), stacklevel=2)
     return report
+
+
+def _load_torchvision(detector: nn.Module, source: str, warn: bool) -> LoadReport:
+    """:func:`load_detector_weights` for a ``"torchvision:<model>:<WEIGHTS or path>"`` source."""
+    model, state = read_torchvision_state(source)
+    try:
+        loaded, reinitialised = load_torchvision_weights(detector, model, state)
+    except ValueError as error:
+        raise ValueError(f"{source}: {error} (build the detector as detkit.models.torchvision_import.{model} does)") from None
+    own = detector.state_dict()
+    report = LoadReport(source=source, loaded=loaded)
+    report.mismatched = {name: (_torchvision_shape(state, name), tuple(own[name].shape)) for name in reinitialised}
+    if warn and reinitialised:
+        warnings.warn(f"{report}\n(the classifier starts afresh for this data's classes)", stacklevel=3)
+    return report
+
+
+def _torchvision_shape(state: dict[str, Tensor], name: str) -> tuple[int, ...]:
+    """Shape of the torchvision classifier tensor that ``name`` (``head.cls_logits.*``) comes from."""
+    suffix = name.rsplit(".", 1)[-1]
+    return tuple(state[f"head.classification_head.cls_logits.{suffix}"].shape)

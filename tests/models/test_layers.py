@@ -24,6 +24,9 @@ def test_bias_only_without_norm():
     block = ConvNormAct(4, 8, norm="none", activation="none")
     assert block.conv.bias is not None
     assert [name for name, _ in block.named_children()] == ["conv"]
+    # Asked for: a bias before GroupNorm (torchvision's FCOS towers), none without a norm.
+    assert ConvNormAct(4, 8, norm="group", bias=True).conv.bias is not None
+    assert ConvNormAct(4, 8, norm="none", bias=False).conv.bias is None
 
 
 def test_group_norm_groups_is_gcd():

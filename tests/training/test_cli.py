@@ -142,7 +142,8 @@ print("OK", len(boxes))
     "configs",
     [["shapes.yaml"], ["fcos_r50_fpn_coco.yaml"], ["fcos_r50_fpn_coco.yaml", "lite_head.yaml"], ["raccoon.yaml", "augmentations.yaml"],
      ["raccoon.yaml", "raccoon_fcos.yaml"], ["raccoon.yaml", "raccoon_imagenet.yaml"], ["raccoon.yaml", "bccd.yaml"],
-     ["raccoon.yaml", "bccd.yaml", "raccoon_imagenet.yaml"]],
+     ["raccoon.yaml", "bccd.yaml", "raccoon_imagenet.yaml"], ["raccoon.yaml", "coco_fcos.yaml"],
+     ["raccoon.yaml", "coco_fcos.yaml", "coco_retinanet.yaml"]],
 )
 def test_shipped_configs_parse(configs, capsys):
     """Every shipped config is valid for `detkit fit` (parsed and printed, nothing built or downloaded)."""

@@ -156,3 +156,53 @@ def test_initialising_from_a_truncated_checkpoint_names_it(tmp_path):
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(ValueError, match=r"three\.ckpt is not a detkit checkpoint / cannot be read: truncated"):
         load_detector_weights(instantiate_detector(CONFIG, 1), path)
+
+
+@pytest.mark.parametrize("model, overlays", [("fcos_resnet50_fpn", ["coco_fcos.yaml"]),
+                                             ("retinanet_resnet50_fpn_v2", ["coco_fcos.yaml", "coco_retinanet.yaml"])])
+def test_torchvision_coco_detector_fine_tunes_saves_loads_and_exports(tmp_path, model, overlays):
+    """The shipped COCO configs, with a local torchvision state dict (random, seeded) for the weights:
+    `detkit fit` on 3 other classes, then load_detector and `detkit export` on what it saved."""
+    from torchvision.models import detection
+
+    from detkit import load_detector
+    from detkit.commands import main as detkit_main
+    from detkit.training.cli import build_cli
+
+    torch.manual_seed(0)
+    theirs = getattr(detection, model)(weights=None, weights_backbone=None).state_dict()
+    weights = tmp_path / f"{model}.pth"
+    torch.save(theirs, weights)
+    configs = Path(__file__).parents[2] / "configs"
+    args = ["fit", "--config", str(configs / "shapes.yaml")]
+    for name in overlays:
+        args += ["--config", str(configs / name)]
+    args += [
+        "--model.init_weights", f"torchvision:{model}:{weights}",
+        "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.logger", "false",
+        "--trainer.callbacks", "[]", "--trainer.enable_progress_bar", "false", "--trainer.max_steps", "2",
+        "--trainer.enable_model_summary", "false", "--trainer.accelerator", "cpu",
+        "--data.train.init_args.num_images", "4", "--data.val.init_args.num_images", "2",
+        "--data.test.init_args.num_images", "2", "--data.batch_size", "2", "--data.num_workers", "0",
+        "--data.input_size", "128", "--predictions.max_drawn", "0",
+    ]  # fmt: skip
+    with pytest.warns(UserWarning, match=r"not loaded, shapes differ.*\n.*head\.cls_logits\.bias: checkpoint \[(91|819)\]"):
+        build_cli(args=args)
+    best = tmp_path / "run" / "checkpoints" / "best.ckpt"
+    predictor = load_detector(best)
+    assert predictor.class_names == ["circle", "square", "triangle"]
+    ours = predictor.detector.state_dict()
+    # The frozen stem and layer1 are torchvision's tensors as they were; the classifier has the new classes.
+    for name in ("backbone.body.conv1.weight", "backbone.body.layer1.0.conv1.weight"):
+        assert torch.equal(ours[name], theirs[name])
+    assert ours["head.cls_logits.bias"].shape[0] == {"fcos_resnet50_fpn": 3, "retinanet_resnet50_fpn_v2": 27}[model]
+    assert ours["head.cls_logits.weight"].shape[0] != theirs["head.classification_head.cls_logits.weight"].shape[0]
+
+    assert detkit_main(["export", "--ckpt_path", str(best), "--score-threshold", "0.0"]) == 0
+    exported = load_detector(tmp_path / "run" / "export" / "model.onnx")
+    image = (torch.rand(100, 140, 3) * 255).to(torch.uint8).numpy()
+    [result] = exported.predict(image, score_threshold=0.0)
+    [expected] = predictor.predict(image, score_threshold=0.0)
+    assert len(result["boxes"]) == len(expected["boxes"]) > 0
+    top = slice(0, 10)  # the untrained classifier scores alike: compare the clearest ones
+    assert abs(result["scores"][top] - expected["scores"][top]).max() < 1e-4

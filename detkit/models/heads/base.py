@@ -71,6 +71,9 @@ class DenseHead(nn.Module, abc.ABC):
 
     in_features: list[FeatureInfo]
     num_classes: int
+    #: Where in its cell a position sits, in cells: ``0.5`` the centre, ``0.0`` the top-left corner
+    #: (torchvision's FCOS and RetinaNet anchors); :meth:`dense_outputs` passes it to :func:`make_points`.
+    point_offset: float = 0.5
 
     def __init__(self, in_features: Sequence[FeatureInfo], num_classes: int) -> None:
         """Record and check the inputs.
@@ -105,7 +108,11 @@ class DenseHead(nn.Module, abc.ABC):
         over levels to ``(B, P, ...)``, plus ``points (P, 2)`` and ``point_strides (P,)`` of the
         ``features``' grids (:func:`make_points`)."""
         points, point_strides = make_points(
-            [tuple(f.shape[-2:]) for f in features], self.strides, device=features[0].device, dtype=torch.float32
+            [tuple(f.shape[-2:]) for f in features],
+            self.strides,
+            device=features[0].device,
+            dtype=torch.float32,
+            offset=self.point_offset,
         )
         outputs = {name: torch.cat(levels, dim=1) for name, levels in per_level.items()}
         return {**outputs, "points": points, "point_strides": point_strides}
@@ -179,8 +186,9 @@ def make_points(
     strides: Sequence[int],
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
+    offset: float = 0.5,
 ) -> tuple[Tensor, Tensor]:
-    """Centres of every feature cell in input pixels, levels concatenated in order.
+    """Positions of every feature cell in input pixels (its centre by default), levels concatenated in order.
 
     Within a level the order is row-major, matching ``(B, C, H, W) -> (B, HW, C)`` flattening.
 
@@ -189,17 +197,19 @@ def make_points(
         strides: Stride per level.
         device: Device of the outputs.
         dtype: Float dtype of ``points``.
+        offset: Position within the cell, in cells: ``0.5`` its centre, ``0.0`` its top-left corner
+            (where torchvision's anchor generator puts its anchors).
 
     Returns:
-        ``points [P, 2]`` with ``x = (j + 0.5) * stride``, ``y = (i + 0.5) * stride`` and
+        ``points [P, 2]`` with ``x = (j + offset) * stride``, ``y = (i + offset) * stride`` and
         ``point_strides [P]`` (same dtype), where ``P = sum_l H_l * W_l``.
     """
     if len(feature_sizes) != len(strides):
         raise ValueError(f"got {len(feature_sizes)} feature sizes but {len(strides)} strides")
     points, point_strides = [], []
     for (h, w), s in zip(feature_sizes, strides):
-        ys = (torch.arange(h, device=device, dtype=dtype) + 0.5) * s
-        xs = (torch.arange(w, device=device, dtype=dtype) + 0.5) * s
+        ys = (torch.arange(h, device=device, dtype=dtype) + offset) * s
+        xs = (torch.arange(w, device=device, dtype=dtype) + offset) * s
         yy, xx = torch.meshgrid(ys, xs, indexing="ij")  # (H, W) each
         points.append(torch.stack((xx.reshape(-1), yy.reshape(-1)), dim=-1))
         point_strides.append(torch.full((h * w,), float(s), device=device, dtype=dtype))

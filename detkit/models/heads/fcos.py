@@ -46,6 +46,8 @@ class FCOSHead(ComposedDenseHead):
         norm: NormName = "group",
         activation: ActivationName = "relu",
         prior_prob: float = 0.01,
+        tower_bias: bool = False,
+        point_offset: float = 0.5,
         # Training and decoding
         assigner: FCOSAssigner | None = None,
         loss: FCOSLoss | None = None,
@@ -64,6 +66,10 @@ class FCOSHead(ComposedDenseHead):
             norm: Normalisation in the towers (GroupNorm is the FCOS default).
             activation: Activation in the towers.
             prior_prob: Initial foreground probability, sets the class-logit bias.
+            tower_bias: Give the tower convolutions a bias before their norm (torchvision's FCOS
+                has one; with GroupNorm it is not cancelled, so imported weights need it).
+            point_offset: Where each point sits in its cell, in cells: ``0.5`` the centre,
+                ``0.0`` the top-left corner (torchvision's FCOS, whose anchors sit there).
             assigner: Target assignment (default ``FCOSAssigner()``: centre sampling 1.5,
                 size multiplier 8).
             loss: Training loss, including what the quality logit learns (default ``FCOSLoss()``:
@@ -81,11 +87,12 @@ class FCOSHead(ComposedDenseHead):
             return nn.Sequential(
                 *[
                     ConvNormAct(in_channels, in_channels, kernel_size, dilation=dilation, groups=groups,
-                                norm=norm, activation=activation)
+                                norm=norm, activation=activation, bias=tower_bias or None)
                     for _ in range(num_convs)
                 ]
             )
 
+        self.point_offset = point_offset
         self.cls_tower = tower()
         self.box_tower = tower()
         pad = (kernel_size - 1) // 2

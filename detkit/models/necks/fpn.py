@@ -56,6 +56,7 @@ class FPN(Neck):
         in_features: Sequence[FeatureInfo],
         out_channels: int = 256,
         extra_levels: Literal[0, 1, 2] = 2,
+        extra_from: Literal["output", "input"] = "output",
         bottom_up: bool = False,
         bottom_up_norm: NormName = "batch",
         bottom_up_activation: ActivationName = "silu",
@@ -68,6 +69,9 @@ class FPN(Neck):
             out_channels: Channels of every output level.
             extra_levels: Coarser levels appended after the last input, each a stride-2 3x3 conv
                 of the previous output (0, 1 = P6, or 2 = P6 and P7 as in RetinaNet / FCOS).
+            extra_from: What the first extra level is computed from: ``"output"`` the last pyramid
+                output (P5, as torchvision's FCOS), ``"input"`` the last backbone map (C5, as the
+                RetinaNet paper and torchvision's ``retinanet_resnet50_fpn_v2``; 2 extra levels only).
             bottom_up: Add the bottom-up path (PAN) after the top-down one.
             bottom_up_norm: Normalisation after each convolution of the bottom-up path.
             bottom_up_activation: Activation after each normalisation of the bottom-up path.
@@ -79,12 +83,23 @@ class FPN(Neck):
         strides = [f.stride for f in in_features]
         if any(b <= a for a, b in zip(strides, strides[1:])):
             raise ValueError(f"FPN input strides must increase, got {strides}")
+        if extra_from not in ("output", "input"):
+            raise ValueError(f"extra_from must be 'output' or 'input', got {extra_from!r}")
+        if extra_from == "input" and extra_levels != 2:
+            raise ValueError(f"extra_from='input' is implemented for extra_levels=2, got {extra_levels}")
         if extra_levels == 0:
             extra = None
         elif extra_levels == 1:
             extra = LastLevelP6(out_channels)
         elif extra_levels == 2:
-            extra = LastLevelP6P7(out_channels, out_channels)
+            # torchvision computes P6 from C5 exactly when in_channels != out_channels.
+            source = in_features[-1].channels if extra_from == "input" else out_channels
+            if extra_from == "input" and source == out_channels:
+                raise ValueError(
+                    f"extra_from='input' needs the last backbone map's channels ({source}) to differ from "
+                    f"out_channels ({out_channels}); torchvision's LastLevelP6P7 takes P5 otherwise"
+                )
+            extra = LastLevelP6P7(source, out_channels)
         else:
             raise ValueError(f"extra_levels must be 0, 1 or 2, got {extra_levels}")
         self.in_features = in_features

@@ -31,3 +31,17 @@ def test_accepts_plain_tuples_and_validates():
         FPN(IN, extra_levels=3)
     with pytest.raises(ValueError, match="3 input levels"):
         FPN(IN)([torch.randn(1, 8, 4, 4)])
+
+
+def test_extra_levels_from_the_last_input_map():
+    """extra_from='input': P6 is computed from C5 (the RetinaNet paper, torchvision's v2), not from P5."""
+    fpn = FPN([FeatureInfo(8, 8), FeatureInfo(32, 16)], out_channels=16, extra_levels=2, extra_from="input")
+    assert fpn.fpn.extra_blocks.p6.in_channels == 32
+    c = [torch.randn(1, 8, 16, 16), torch.randn(1, 32, 8, 8)]
+    out = fpn(c)
+    assert [tuple(o.shape[-2:]) for o in out] == [(16, 16), (8, 8), (4, 4), (2, 2)]
+    torch.testing.assert_close(out[2], fpn.fpn.extra_blocks.p6(c[1]))
+    with pytest.raises(ValueError, match="extra_levels=2"):
+        FPN([FeatureInfo(8, 8), FeatureInfo(32, 16)], out_channels=16, extra_levels=1, extra_from="input")
+    with pytest.raises(ValueError, match="differ from out_channels"):
+        FPN([FeatureInfo(8, 8), FeatureInfo(16, 16)], out_channels=16, extra_levels=2, extra_from="input")
