@@ -7,15 +7,18 @@ from typing import TYPE_CHECKING, Any
 
 from detkit.evaluation.cocoeval import COCO_STAT_NAMES, CocoEvalResult, evaluate_coco
 from detkit.evaluation.cocojson import GroundTruth, Results, load_ground_truth, load_results
+from detkit.evaluation.tide import ErrorDecomposition, evaluate_tide
 
 __all__ = [
     "COCO_STAT_NAMES",
     "CocoEvalResult",
     "CocoEvaluator",
+    "ErrorDecomposition",
     "GroundTruth",
     "Results",
     "coco_json_to_tensors",
     "evaluate_coco",
+    "evaluate_tide",
     "load_ground_truth",
     "load_results",
 ]
