@@ -15,6 +15,7 @@ from detkit.predictors import (
     Predictor,
     instantiate_detector,
     load_checkpoint_predictor,
+    load_torchvision_predictor,
     predict_letterboxed,
 )
 
@@ -51,6 +52,10 @@ def load_detector(path: str | Path, device: str | torch.device = "cpu", trusted:
       :class:`~detkit.deploy.ExportedPredictor`, run by onnxruntime (``pip install
       'detkit[deploy]'``) or TorchScript on the CPU. It has no PyTorch ``detector``: asking for
       it (export, pruning, feature maps, Grad-CAM) raises :class:`ExportedModelError`.
+    - ``"torchvision:fcos_resnet50_fpn:COCO_V1"`` (or ``retinanet_resnet50_fpn_v2``, or a local
+      ``.pth`` after the second colon) gives torchvision's COCO detector rebuilt from detkit parts,
+      as a :class:`Predictor` with COCO's class names, letterboxing to 800 px
+      (:func:`~detkit.predictors.load_torchvision_predictor`).
 
     Raises:
         FileNotFoundError: No file at ``path`` (or no sidecar beside an export).
@@ -58,6 +63,8 @@ def load_detector(path: str | Path, device: str | torch.device = "cpu", trusted:
             message names it), or records no detector config or input size; an export asked
             to run on another device than the CPU.
     """
+    if isinstance(path, str) and path.startswith("torchvision:"):
+        return load_torchvision_predictor(path, device)
     path = Path(path)
     if path.suffix not in EXPORT_SUFFIXES:
         return load_checkpoint_predictor(path, device, trusted)

@@ -205,3 +205,29 @@ def test_float_and_uint8_tensors_give_the_uint8_pixels():
         seen, got = _seen(form)
         assert torch.equal(seen, expected)
         torch.testing.assert_close(got["boxes"], result["boxes"], rtol=0, atol=0)
+
+
+def test_load_detector_of_a_torchvision_coco_detector(tmp_path):
+    """A local file of torchvision's fcos_resnet50_fpn (random, seeded) loads as a predictor with COCO's names
+    that predicts what torchvision's own model predicts on the same image (same scale: no resize)."""
+    from torchvision.models import detection
+
+    torch.manual_seed(0)
+    theirs = detection.fcos_resnet50_fpn(weights=None, weights_backbone=None, min_size=256, max_size=256).eval()
+    with torch.no_grad():  # some confident classes, so that there is something to compare
+        theirs.head.classification_head.cls_logits.bias[[1, 17]] = 2.0
+        theirs.head.regression_head.bbox_reg.bias.fill_(1.0)
+    torch.save(theirs.state_dict(), tmp_path / "fcos.pth")
+    predictor = load_detector(f"torchvision:fcos_resnet50_fpn:{tmp_path / 'fcos.pth'}")
+    assert isinstance(predictor, Predictor) and len(predictor.class_names) == 91
+    assert predictor.class_names[1] == "person" and predictor.input_size == 800
+    predictor.input_size = 256  # a 256 x 256 image then goes in as it is
+    image = (torch.rand(3, 256, 256) * 255).to(torch.uint8)
+    [ours] = predictor.predict(image.permute(1, 2, 0).numpy())
+    with torch.no_grad():
+        [want] = theirs([image.float() / 255])
+    assert len(ours["boxes"]) == len(want["boxes"]) > 0
+    assert np.array_equal(ours["labels"], want["labels"].numpy())
+    np.testing.assert_allclose(ours["scores"], want["scores"].numpy(), atol=1e-5)
+    with pytest.raises(ValueError, match="unknown torchvision detector 'ssd300'"):
+        load_detector("torchvision:ssd300:COCO_V1")

@@ -1,7 +1,12 @@
 """Predictors: the one interface (:class:`BasePredictor`) and the PyTorch checkpoint predictor."""
 
 from detkit.predictors.base import BasePredictor, ExportedModelError, ImageInput, predict_letterboxed
-from detkit.predictors.checkpoint import Predictor, instantiate_detector, load_checkpoint_predictor
+from detkit.predictors.checkpoint import (
+    Predictor,
+    instantiate_detector,
+    load_checkpoint_predictor,
+    load_torchvision_predictor,
+)
 
 __all__ = [
     "BasePredictor",
@@ -10,5 +15,6 @@ __all__ = [
     "Predictor",
     "instantiate_detector",
     "load_checkpoint_predictor",
+    "load_torchvision_predictor",
     "predict_letterboxed",
 ]

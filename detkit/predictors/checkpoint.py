@@ -14,7 +14,7 @@ from detkit.config import instantiate
 from detkit.models import Detector
 from detkit.predictors.base import BasePredictor
 
-__all__ = ["Predictor", "instantiate_detector", "load_checkpoint_predictor"]
+__all__ = ["Predictor", "instantiate_detector", "load_checkpoint_predictor", "load_torchvision_predictor"]
 
 
 class Predictor(nn.Module, BasePredictor):
@@ -137,3 +137,39 @@ def load_checkpoint_predictor(path: str | Path, device: str | torch.device = "cp
     if meta.get("input_size") is None:
         raise ValueError(f"{path} does not record the input size it was trained at")
     return Predictor(detector, meta["class_names"], meta["input_size"], meta.get("pad_multiple", 32)).to(device).eval()
+
+
+def load_torchvision_predictor(
+    source: str, device: str | torch.device = "cpu", input_size: int = 800, pad_multiple: int = 128
+) -> Predictor:
+    """A torchvision COCO detector as a :class:`Predictor`, from ``"torchvision:<model>:<WEIGHTS or path>"``
+    (see :mod:`detkit.models.torchvision_import`; a weights name downloads once through torchvision).
+
+    The class names are the published weights' (COCO: 91, ``__background__`` and ``N/A`` among them,
+    which never fire); a local file with 91 classes gets COCO's, any other count ``"0", "1", ...``.
+
+    Args:
+        source: The weights.
+        device: Where the detector runs.
+        input_size: Side of the square letterbox (torchvision resizes the shorter side to 800 instead:
+            see the README's caveats).
+        pad_multiple: The letterbox pads its square to a multiple of this (128: the largest stride).
+    """
+    from detkit.models.torchvision_import import (
+        TORCHVISION_DETECTORS,
+        load_torchvision_weights,
+        parse_torchvision_source,
+        read_torchvision_state,
+        torchvision_class_names,
+    )
+
+    model, weights = parse_torchvision_source(source)
+    _, state = read_torchvision_state(source)
+    outputs = state["head.classification_head.cls_logits.bias"].shape[0]
+    num_classes = outputs // (9 if model.startswith("retinanet") else 1)
+    detector = TORCHVISION_DETECTORS[model](num_classes=num_classes)
+    load_torchvision_weights(detector, model, state)
+    names = torchvision_class_names(model, weights if not Path(weights).suffix else "COCO_V1")
+    if len(names) != num_classes:
+        names = [str(i) for i in range(num_classes)]
+    return Predictor(detector, names, input_size, pad_multiple).to(device).eval()
