@@ -1,7 +1,7 @@
 """The ``detkit`` console script: dispatches to LightningCLI or to detkit's own light subcommands.
 
 ``fit``, ``validate``, ``test`` and ``predict`` go to :class:`detkit.training.cli.DetkitCLI`. ``evaluate``,
-``check-data``, ``plot-logs``, ``explain``, ``export`` and ``prune`` are detkit's own; they are imported only when asked for, so that
+``check-data``, ``plot-logs``, ``explain``, ``export``, ``prune`` and ``tune`` are detkit's own; they are imported only when asked for, so that
 ``detkit evaluate --gt --dt`` does not pay for importing Lightning.
 """
 
@@ -18,6 +18,7 @@ OWN_SUBCOMMANDS = {
     "explain": "detkit.commands.explain",
     "export": "detkit.commands.export",
     "prune": "detkit.commands.prune",
+    "tune": "detkit.commands.tune",
 }
 
 
@@ -33,6 +34,7 @@ SUMMARIES = {
     "explain": "feature maps and Grad-CAM localization maps of a trained detector",
     "export": "a checkpoint to ONNX or TorchScript (decoding and NMS inside), optionally int8",
     "prune": "structured channel pruning of a checkpoint, to fine-tune",
+    "tune": "search configs (Optuna) for the best val/map at the lowest latency: table, Pareto plot, configs",
 }
 
 

@@ -347,6 +347,8 @@ class PlainConvBackbone(StagedBackbone):
         groups: int = 1,
         norm: NormName = "batch",
         activation: ActivationName = "relu",
+        width_multiple: float = 1.0,
+        downsample: Literal["conv", "maxpool"] = "conv",
     ) -> None:
         """Build the backbone.
 
@@ -354,15 +356,23 @@ class PlainConvBackbone(StagedBackbone):
             widths: Stem width followed by one width per stage. The stem and every stage halve the
                 resolution, so ``len(widths) = n`` gives strides ``2, 4, ..., 2**n``; the last three
                 stages are returned (strides 8, 16, 32 for the default five widths).
-            blocks_per_stage: Extra stride-1 convolutions after each stage's stride-2 convolution.
+            blocks_per_stage: Extra stride-1 convolutions after each stage's downsampling.
             kernel_size: Kernel size of every convolution.
             dilation: Dilation of the stride-1 convolutions.
             groups: Groups of the stride-1 convolutions (must divide the stage widths).
             norm: Normalisation after each convolution.
             activation: Activation after each normalisation.
+            width_multiple: Every width times this, rounded to a multiple of 8 (at least 8): one knob
+                for the whole network's width (the neck is built from the resulting widths).
+            downsample: How each stage halves the resolution: ``conv``, a stride-2 ``kernel_size``
+                convolution; ``maxpool``, a 2x2 max-pool then a 1x1 convolution to the stage width.
         """
         super().__init__()
-        widths = list(widths)
+        if width_multiple <= 0:
+            raise ValueError(f"width_multiple must be > 0, got {width_multiple}")
+        if downsample not in ("conv", "maxpool"):
+            raise ValueError(f"downsample must be 'conv' or 'maxpool', got {downsample!r}")
+        widths = list(widths) if width_multiple == 1.0 else [max(8, round(w * width_multiple / 8) * 8) for w in widths]
         if len(widths) < 4:
             raise ValueError(f"widths needs a stem and at least three stages (>= 4 entries), got {widths}")
         if blocks_per_stage < 0:
@@ -371,7 +381,10 @@ class PlainConvBackbone(StagedBackbone):
         stem = block(3, widths[0], stride=2)
         stages = []
         for c_in, c_out in zip(widths[:-1], widths[1:]):
-            layers = [block(c_in, c_out, stride=2)]
+            if downsample == "conv":
+                layers: list[nn.Module] = [block(c_in, c_out, stride=2)]
+            else:
+                layers = [nn.MaxPool2d(2, 2, ceil_mode=True), block(c_in, c_out, kernel_size=1)]
             layers += [block(c_out, c_out, dilation=dilation, groups=groups) for _ in range(blocks_per_stage)]
             stages.append(nn.Sequential(*layers))
         self.set_stages(stem, stages, widths)

@@ -20,7 +20,7 @@ from detkit.config import instantiate
 from detkit.data import DetectionDataModule
 from detkit.training.module import DetectionModule
 
-__all__ = ["DetkitCLI", "build_cli", "build_data", "match_checkpoint_input", "match_model_input", "parse_config"]
+__all__ = ["DetkitCLI", "build_cli", "build_data", "dump_config", "match_checkpoint_input", "match_model_input", "parse_config"]
 
 
 class DetkitCLI(LightningCLI):
@@ -162,6 +162,13 @@ def parse_config(args: list[str]) -> Namespace:
             raise FileNotFoundError(f"config file not found: {path}")
     args = [*args, "--seed_everything=false"]  # parsing must not reseed the caller's random state
     return _ParseOnlyCLI(DetectionModule, DetectionDataModule, args=args, run=False).config
+
+
+def dump_config(args: list[str]) -> str:
+    """The whole config ``detkit fit ARGS`` would run, as one YAML that ``detkit fit --config`` takes as it is
+    (what ``--print_config`` prints; nothing built)."""
+    cli = _ParseOnlyCLI(DetectionModule, DetectionDataModule, args=args, run=False)
+    return cli.parser.dump(cli.config, skip_none=False)
 
 
 def build_data(args: list[str], ckpt_path: str | Path | None = None) -> DetectionDataModule:

@@ -205,3 +205,18 @@ def test_mobilenet_v2_frozen_stages_and_norm():
 def test_plain_backbone_validation():
     with pytest.raises(ValueError, match="widths"):
         PlainConvBackbone(widths=[8, 16, 32])
+
+
+def test_plain_conv_width_multiple_and_max_pool_downsampling():
+    from detkit.models import PlainConvBackbone
+
+    narrow = PlainConvBackbone(widths=[16, 32, 64, 96, 128], width_multiple=0.5)
+    assert [f.channels for f in narrow.feature_info] == [32, 48, 64]  # rounded to multiples of 8
+    pooled = PlainConvBackbone(downsample="maxpool")
+    maps = pooled(torch.zeros(1, 3, 64, 96))
+    assert [tuple(m.shape[1:]) for m in maps] == [(64, 8, 12), (128, 4, 6), (128, 2, 3)]
+    assert any(isinstance(m, torch.nn.MaxPool2d) for m in pooled.modules())
+    assert not any(isinstance(m, torch.nn.MaxPool2d) for m in PlainConvBackbone().modules())
+    for bad in ({"width_multiple": 0}, {"downsample": "avgpool"}):
+        with pytest.raises(ValueError):
+            PlainConvBackbone(**bad)
