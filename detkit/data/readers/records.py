@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import numpy as np
 from detkit.data.images import IMAGE_EXTENSIONS, ImageReadError, image_size, read_image
 from detkit.data.readers.base import AnnotationError, DatasetIssues, Reader, examples
 
-__all__ = ["DetectionRecords", "Records", "empty_target", "sanitize_boxes"]
+__all__ = ["DetectionRecords", "PackedTargets", "Records", "empty_target", "sanitize_boxes"]
 
 # Suffixes of files that sit next to images without being meant as images (not worth a warning).
 _NOT_IMAGE_SUFFIXES = frozenset({"", ".txt", ".json", ".yaml", ".yml", ".csv", ".xml", ".cache", ".md"})
@@ -46,6 +47,50 @@ def empty_target() -> dict[str, np.ndarray]:
     }
 
 
+class PackedTargets(Sequence[dict[str, np.ndarray]]):
+    """Per-image targets kept as flat per-box arrays and offsets, one small dict built per access.
+
+    A list of one dict of four arrays per image costs about 600 bytes of Python objects per
+    image, and DataLoader workers copy every page whose reference counts they touch; flat arrays
+    (as detectron2 serialises its dataset lists) are a few contiguous buffers that forked workers
+    share. Item ``i`` is ``{name: array[offsets[i]:offsets[i + 1]]}`` for each field: views, so
+    copy before changing them (:meth:`DetectionRecords.target` does).
+
+    Attributes:
+        fields: Per-box arrays (``boxes`` ``[M, 4]``, ``labels``, ``iscrowd``, ``area`` ``[M]``), image-major.
+        offsets: int64 ``[N + 1]``: image ``i``'s boxes are rows ``offsets[i]:offsets[i + 1]``.
+    """
+
+    def __init__(self, fields: dict[str, np.ndarray], offsets: np.ndarray) -> None:
+        """Wrap the flat arrays.
+
+        Args:
+            fields: Per-box arrays, all with the same first dimension ``M`` (boxes of image 0 first).
+            offsets: Non-decreasing ``[N + 1]`` row offsets from 0 to ``M``.
+
+        Raises:
+            ValueError: ``offsets`` does not run from 0 to ``M``, or the fields differ in length.
+        """
+        offsets = np.asarray(offsets, dtype=np.int64)
+        if offsets.ndim != 1 or offsets.size == 0 or offsets[0] != 0 or (np.diff(offsets) < 0).any():
+            raise ValueError(f"offsets must be a non-decreasing 1-d array starting at 0, got {offsets!r:.80}")
+        lengths = {name: len(array) for name, array in fields.items()}
+        if any(length != offsets[-1] for length in lengths.values()):
+            raise ValueError(f"every field needs offsets[-1] = {offsets[-1]} rows, got {lengths}")
+        self.fields = dict(fields)
+        self.offsets = offsets
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:  # type: ignore[override]
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"target index {index} out of range for {len(self)} images")
+        index %= len(self)
+        start, stop = int(self.offsets[index]), int(self.offsets[index + 1])
+        return {name: array[start:stop] for name, array in self.fields.items()}
+
+
 @dataclass
 class Records:
     """What a file-backed reader parsed, one entry per image (in item order).
@@ -53,7 +98,8 @@ class Records:
     Attributes:
         files: Image paths relative to the reader's ``images_dir``.
         sizes: ``(height, width)`` as annotated, or ``None`` where the annotation does not say.
-        targets: Numpy per-box fields (``boxes``, ``labels``, ``iscrowd``, ``area``) in original pixels.
+        targets: Numpy per-box fields (``boxes``, ``labels``, ``iscrowd``, ``area``) in original pixels:
+            a list a reader appends to, or (large datasets) a :class:`PackedTargets`.
         class_names: Class names in label order.
         issues: What was repaired or skipped.
         image_ids: The format's image ids; ``None``: the index is the id.
@@ -62,7 +108,7 @@ class Records:
 
     files: list[str]
     sizes: list[tuple[int, int] | None]
-    targets: list[dict[str, np.ndarray]]
+    targets: Sequence[dict[str, np.ndarray]]
     class_names: list[str]
     issues: DatasetIssues
     image_ids: list[int] | None = None
@@ -210,7 +256,7 @@ class DetectionRecords(Reader):
         return self.records.sizes
 
     @property
-    def targets(self) -> list[dict[str, np.ndarray]]:
+    def targets(self) -> Sequence[dict[str, np.ndarray]]:
         """Numpy per-box fields of each image."""
         return self.records.targets
 
