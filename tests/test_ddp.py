@@ -1,8 +1,9 @@
-"""Multi-process training through Lightning's DDP on CPU (gloo): identical ranks, each val image once, and a
-loss normaliser that makes N processes of batch b train like one process of batch N * b."""
+"""Multi-process training and prediction through Lightning's DDP on CPU (gloo): identical ranks, each val image once, a loss
+normaliser that makes N processes of batch b train like one process of batch N * b, and predict across 2 nodes."""
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -66,15 +67,26 @@ def test_two_process_ddp_fit_keeps_ranks_identical_and_counts_val_images_once(tm
     assert single.trainer.callback_metrics["val/num_images"] == 5
     assert float(single.trainer.callback_metrics["val/map"]) == pytest.approx(metrics[0]["val/map"], abs=1e-6)
 
-    # detkit predict on 2 processes: each writes its share, rank 0 merges one predictions.json in
-    # dataset order with every test image once (the sampler repeats one of the 5 to even the shares).
+    # detkit predict on 2 nodes of 1 process each, launched as the README's multi-node command does (torchrun
+    # on every node): each process streams its share to a part, rank 0 merges one predictions.json in dataset
+    # order with every test image once, and it equals what one process writes.
+    port = _free_port()
     predict = [
-        sys.executable, "-m", "detkit", "predict", *_args(tmp_path), "--predictions.max_drawn", "0",
+        "-m", "detkit", "predict", *_args(tmp_path), "--predictions.max_drawn", "0",
         "--ckpt_path", str(tmp_path / "checkpoints" / "last.ckpt"),
-        "--trainer.accelerator", "cpu", "--trainer.strategy", "ddp", "--trainer.devices", "2",
+        "--trainer.accelerator", "cpu", "--trainer.strategy", "ddp", "--trainer.devices", "1", "--trainer.num_nodes", "2",
     ]  # fmt: skip
-    done = subprocess.run(predict, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-4000:]
+    nodes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1", "--node_rank", str(rank),
+             "--master_addr", "127.0.0.1", "--master_port", str(port), *predict],
+            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        for rank in (0, 1)
+    ]
+    outputs = [node.communicate(timeout=300) for node in nodes]
+    for node, (_, stderr) in zip(nodes, outputs):
+        assert node.returncode == 0, stderr[-4000:]
     merged = json.loads((tmp_path / "predictions" / "predictions.json").read_text())
     assert sorted(p.name for p in (tmp_path / "predictions").iterdir()) == ["predictions.json"]  # parts removed
     single = build_cli(args=["predict", *_args(tmp_path / "single"), "--ckpt_path", str(tmp_path / "checkpoints" / "last.ckpt")])
@@ -83,6 +95,15 @@ def test_two_process_ddp_fit_keeps_ranks_identical_and_counts_val_images_once(tm
     for got, want in zip(merged, expected):
         assert got["labels"] == want["labels"] and got["names"] == want["names"]
         assert got["scores"] == pytest.approx(want["scores"], abs=1e-5)
+        assert len(got["boxes"]) == len(want["boxes"])
+        for box, other in zip(got["boxes"], want["boxes"]):
+            assert box == pytest.approx(other, abs=1e-3)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed not available")

@@ -1,4 +1,4 @@
-"""detkit at dataset scale: the cost of each step on jsons the size of COCO train2017, one section per step.
+"""detkit at dataset scale: the cost of each step on sets the size of COCO train2017, one section per step.
 
 Sections (subcommands):
 
@@ -12,10 +12,28 @@ Sections (subcommands):
     process that imports its library first: wall time of the parse alone (median), the peak
     resident memory (``ru_maxrss`` of the process) and its growth over the RSS after the imports.
 
+``epoch``
+    The ``parse`` json at 1/10 of the image sizes, its images hard links to a few real JPEGs of
+    each size (a file takes at most ``LINKS_PER_FILE`` links), read for one full training epoch
+    by ``DetectionDataModule.train_dataloader()`` with 2 and 4 workers and no model: each
+    worker's PSS after its first batch and after the epoch's last (``tools/scale_probes.py``).
+
+``predict``
+    ``detkit predict`` over folders of 1k, 10k and 100k hard-linked JPEGs, in a fresh process:
+    wall time, peak RSS, the size of ``predictions.json``, the peak against the smallest folder's.
+
+``evaluate``
+    ``detkit evaluate --gt --dt`` on ``tools/bench_eval.py``'s synthetic set at 1k, 10k and 100k
+    images x 100 detections (written a block at a time), and pycocotools up to
+    ``--pycocotools_max`` images: wall and CPU time and peak RSS of each process.
+
 ::
 
     python -m tools.bench_scale parse --sizes 1000 10000 118287
     python -m tools.bench_scale parse --sizes 118287 --before /tmp/detkit-before   # + an older checkout
+    python -m tools.bench_scale epoch --workers 2 4
+    python -m tools.bench_scale predict --sizes 1000 10000 100000
+    python -m tools.bench_scale evaluate --sizes 1000 10000 100000
 
 Generated files stay under ``--workdir`` (reused when run again; default a temporary folder,
 removed at the end).
@@ -32,19 +50,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from tools.scale_sets import TRAIN2017_IMAGES, eval_set, write_dataset, write_folder
 
 REPO = Path(__file__).resolve().parents[1]
-
-# COCO train2017's counts and its 80 category ids (1..90 with gaps)
-TRAIN2017_IMAGES, TRAIN2017_BOXES = 118_287, 860_001
-COCO_CATEGORY_IDS = [i for i in range(1, 91) if i not in {12, 26, 29, 30, 45, 66, 68, 69, 71, 83}]
-# (width, height) of the synthetic images and how often each occurs
-IMAGE_SIZES = [((640, 480), 0.55), ((480, 640), 0.15), ((640, 427), 0.2), ((427, 640), 0.05), ((500, 375), 0.05)]
-
 
 # ---- machine ------------------------------------------------------------------------------------
 
@@ -62,78 +74,6 @@ def cpu_description() -> str:
         pass
     have = [f for f in ("avx2", "avx512f") if f in flags] + (["amx"] if any(f.startswith("amx") for f in flags) else [])
     return f"{model}, {os.cpu_count()} cores, flags: {' '.join(have) or 'none of avx2/avx512f/amx'}"
-
-
-# ---- synthetic COCO -----------------------------------------------------------------------------
-
-def synthetic_coco(num_images: int, seed: int) -> dict[str, Any]:
-    """A COCO instances dict with ``num_images`` images and train2017's boxes per image (boxes only).
-
-    About 1% background images, 1% crowd boxes, 0.1% boxes reaching past the image (clipped by
-    detkit) and 0.01% of zero width (dropped); annotations in random image order, as in COCO.
-    """
-    rng = np.random.default_rng(seed)
-    num_boxes = round(num_images * TRAIN2017_BOXES / TRAIN2017_IMAGES)
-    image_ids = rng.choice(np.arange(1, 600_000), size=num_images, replace=False)
-    sizes = np.array([s for s, _ in IMAGE_SIZES])[rng.choice(len(IMAGE_SIZES), num_images, p=[p for _, p in IMAGE_SIZES])]
-    images = [{"id": int(i), "file_name": f"{i:012d}.jpg", "width": int(w), "height": int(h)}
-              for i, (w, h) in zip(image_ids, sizes)]  # fmt: skip
-    annotated = np.flatnonzero(rng.random(num_images) >= 0.01)
-    owner = rng.choice(annotated, size=num_boxes)
-    wh = sizes[owner].astype(np.float64)
-    box_wh = np.floor(wh * rng.uniform(0.02, 0.8, size=(num_boxes, 2)) * 100) / 100
-    xy = np.floor((wh - box_wh) * rng.random((num_boxes, 2)) * 100) / 100
-    outside = rng.random(num_boxes) < 0.001
-    xy[outside] += box_wh[outside] / 2  # past the right and bottom edges
-    box_wh[rng.random(num_boxes) < 0.0001, 0] = 0.0
-    area = np.round(box_wh.prod(axis=1) * rng.uniform(0.4, 0.9, num_boxes), 2)
-    crowd = (rng.random(num_boxes) < 0.01).astype(int)
-    categories = rng.choice(COCO_CATEGORY_IDS, size=num_boxes)
-    annotations = [
-        {"id": k + 1, "image_id": int(image_ids[o]), "category_id": int(c), "bbox": [x, y, w, h], "area": a,
-         "iscrowd": int(z)}  # fmt: skip
-        for k, (o, c, (x, y), (w, h), a, z) in enumerate(
-            zip(owner, categories, xy.tolist(), box_wh.tolist(), area.tolist(), crowd)
-        )
-    ]
-    return {
-        "info": {"description": f"detkit synthetic COCO, {num_images} images, seed {seed}"},
-        "images": images,
-        "annotations": annotations,
-        "categories": [{"id": i, "name": f"class{i}", "supercategory": "thing"} for i in COCO_CATEGORY_IDS],
-    }
-
-
-def dataset_paths(workdir: Path, num_images: int, seed: int) -> tuple[Path, Path, Path]:
-    """``(images_dir, ann_file, marker)`` of the synthetic dataset in ``workdir`` (``marker``: it is complete)."""
-    folder = workdir / f"coco_{num_images}_seed{seed}"
-    return folder / "images", folder / "instances.json", folder / ".complete"
-
-
-def write_dataset(workdir: Path, num_images: int, seed: int) -> tuple[Path, Path]:
-    """``(images_dir, ann_file)`` of the synthetic dataset under ``workdir`` (written once; empty image files).
-
-    Written in a child process: a process's ``ru_maxrss`` starts from the peak of the process it
-    was started from (Linux carries it over fork and exec), so the process that starts the
-    measured ones must stay small.
-    """
-    images_dir, ann_file, done = dataset_paths(workdir, num_images, seed)
-    if not done.is_file():
-        script = "import sys; from tools.bench_scale import _write; _write(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))"
-        subprocess.run([sys.executable, "-c", script, str(workdir), str(num_images), str(seed)], cwd=REPO, check=True)
-    return images_dir, ann_file
-
-
-def _write(workdir: str, num_images: int, seed: int) -> None:
-    import orjson
-
-    images_dir, ann_file, done = dataset_paths(Path(workdir), num_images, seed)
-    images_dir.mkdir(parents=True, exist_ok=True)
-    data = synthetic_coco(num_images, seed)
-    ann_file.write_bytes(orjson.dumps(data))
-    for image in data["images"]:
-        (images_dir / image["file_name"]).touch()
-    done.touch()
 
 
 # ---- section: parse -----------------------------------------------------------------------------
@@ -198,7 +138,7 @@ def section_parse(args: argparse.Namespace, workdir: Path) -> None:
           "boxes: pycocotools' all, detkit's kept after dropping empty ones)\n")
     print("| images | boxes | json MB | parser | wall s | peak RSS MB | +RSS MB | wall ratio | +RSS ratio |")
     print("|---:|---:|---:|---|---:|---:|---:|---:|---:|")
-    for size in args.sizes:
+    for size in args.sizes or [1_000, 10_000, TRAIN2017_IMAGES]:
         images_dir, ann_file = write_dataset(workdir, size, args.seed)
         json_mb = ann_file.stat().st_size / 2**20
         reference: tuple[float, float] | None = None
@@ -220,7 +160,92 @@ def _ratio(value: float, reference: float, resolution: float) -> str:
     return f"{value / reference:.2f}" if reference >= resolution else "-"
 
 
-SECTIONS = {"parse": section_parse}
+# ---- sections: epoch, predict, evaluate ------------------------------------------------------------
+
+def run_measured(command: list[str], env: dict[str, str] | None = None) -> tuple[dict[str, Any], dict[str, float]]:
+    """Run ``command`` (from the repository root) -> (its last stdout line as json, or ``{}``; wall s,
+    CPU s (user + system) and peak RSS MB of that process alone, from ``os.wait4``)."""
+    start = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=err, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - start
+        out.seek(0), err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(command[:4])} ... failed ({proc.returncode}):\n{stderr[-3000:]}")
+    lines = stdout.strip().splitlines()
+    measured = {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_mb": usage.ru_maxrss / 1024}
+    return (json.loads(lines[-1]) if lines and lines[-1].startswith("{") else {}), measured
+
+
+def section_epoch(args: argparse.Namespace, workdir: Path) -> None:
+    """Loader workers over one full training epoch: each worker's PSS after its first batch and after the last."""
+    print(f"DataLoader workers over one training epoch (no model), {cpu_description()}")
+    print("(synthetic train2017-like json at 1/10 scale: 64x48-like JPEGs, hard links to a few real files; "
+          "PSS from /proc/PID/smaps_rollup, shared pages divided among their sharers)\n")
+    print("| images | workers | epoch s | worker PSS after 1st batch MB | after the epoch MB | growth per worker MB |")
+    print("|---:|---:|---:|---|---|---|")
+    for size in args.sizes or [TRAIN2017_IMAGES]:
+        images_dir, ann_file = write_dataset(workdir, size, args.seed, scale=0.1)
+        for workers in args.workers:
+            result, _ = run_measured([sys.executable, "-m", "tools.scale_probes", "epoch", str(images_dir), str(ann_file),
+                                      "--workers", str(workers)])  # fmt: skip
+            first, last, growth = (", ".join(f"{v:.0f}" for v in result[k]) for k in ("pss_first_mb", "pss_last_mb", "growth_mb"))
+            print(f"| {result['images']:,} | {workers} | {result['seconds']:.0f} | {first} | {last} | {growth} |", flush=True)
+
+
+def section_predict(args: argparse.Namespace, workdir: Path) -> None:
+    """``detkit predict`` over image folders: peak memory and time as the folder grows."""
+    print(f"detkit predict over a folder (64x48 JPEGs, hard links), {cpu_description()}; batch 64, input 64, "
+          "no loader workers, one torch thread; a narrow untrained detector keeping up to 100 detections an image\n")
+    print("| images | wall s | images/s | peak RSS MB | peak over imports MB | predictions.json MB | peak / first row's |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    first = None
+    for size in args.sizes or [1_000, 10_000, 100_000]:
+        folder = write_folder(workdir, size)
+        out = workdir / f"predict_{size}"
+        try:
+            result, _ = run_measured([sys.executable, "-m", "tools.scale_probes", "predict", str(folder), str(out)])
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
+        first = first or result["peak_mb"]
+        print(f"| {result['images']:,} | {result['seconds']:.1f} | {result['images'] / result['seconds']:.0f} | "
+              f"{result['peak_mb']:.0f} | {result['peak_mb'] - result['base_mb']:.0f} | {result['output_mb']:.0f} | "
+              f"{result['peak_mb'] / first:.3f} |", flush=True)  # fmt: skip
+
+
+_PYCOCOTOOLS = """
+import json, sys, contextlib
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+with contextlib.redirect_stdout(sys.stderr):
+    gt = COCO(sys.argv[1]); dt = gt.loadRes(sys.argv[2])
+    ev = COCOeval(gt, dt, "bbox"); ev.evaluate(); ev.accumulate(); ev.summarize()
+print(json.dumps({"map": float(ev.stats[0]), "mar_100": float(ev.stats[8])}))
+"""
+
+
+def section_evaluate(args: argparse.Namespace, workdir: Path) -> None:
+    """``detkit evaluate --gt --dt`` at 100 detections an image: time and peak memory (and pycocotools')."""
+    print(f"COCO evaluation as a whole process (imports and json reading included), {cpu_description()}")
+    print("(tools/bench_eval.py's synthetic set: 1-15 objects an image, 80 classes, 100 detections an image; "
+          "CPU s: user + system of the process)\n")
+    print("| images | detections | dt json MB | evaluator | wall s | CPU s | peak RSS MB | map |")
+    print("|---:|---:|---:|---|---:|---:|---:|---:|")
+    for size in args.sizes or [1_000, 10_000, 100_000]:
+        gt, dt = eval_set(workdir, size, args.seed)
+        runs = [("detkit evaluate", [sys.executable, "-m", "detkit", "evaluate", "--gt", str(gt), "--dt", str(dt)])]
+        if size <= args.pycocotools_max:
+            runs.append(("pycocotools", [sys.executable, "-c", _PYCOCOTOOLS, str(gt), str(dt)]))
+        for label, command in runs:
+            result, measured = run_measured(command)
+            print(f"| {size:,} | {size * 100:,} | {dt.stat().st_size / 2**20:.0f} | {label} | {measured['wall_s']:.1f} | "
+                  f"{measured['cpu_s']:.1f} | {measured['peak_mb']:.0f} | {result['map']:.4f} |", flush=True)  # fmt: skip
+
+
+SECTIONS = {"parse": section_parse, "epoch": section_epoch, "predict": section_predict, "evaluate": section_evaluate}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -228,12 +253,18 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="section", required=True)
     for name, function in SECTIONS.items():
         section = sub.add_parser(name, help=(function.__doc__ or name).strip().splitlines()[0])
-        section.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, TRAIN2017_IMAGES],
-                             help="numbers of images (boxes scale as in train2017)")  # fmt: skip
-        section.add_argument("--runs", type=int, default=1, help="fresh processes per parser and size (median wall)")
+        section.add_argument("--sizes", type=int, nargs="+",
+                             help="numbers of images (parse: 1000 10000 118287; epoch: 118287; predict and evaluate: "
+                                  "1000 10000 100000)")  # fmt: skip
         section.add_argument("--seed", type=int, default=0)
         section.add_argument("--workdir", type=Path, help="keep generated datasets here (default: a temporary folder)")
-        section.add_argument("--before", type=Path, help="also time the detkit of this checkout (imported by PYTHONPATH)")
+        if name == "parse":
+            section.add_argument("--runs", type=int, default=1, help="fresh processes per parser and size (median wall)")
+            section.add_argument("--before", type=Path, help="also time the detkit of this checkout (imported by PYTHONPATH)")
+        if name == "epoch":
+            section.add_argument("--workers", type=int, nargs="+", default=[2, 4], help="DataLoader workers")
+        if name == "evaluate":
+            section.add_argument("--pycocotools_max", type=int, default=10_000, help="run pycocotools up to this many images")
     args = parser.parse_args(argv)
     if args.workdir is not None:
         args.workdir.mkdir(parents=True, exist_ok=True)

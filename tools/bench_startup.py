@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from detkit.machine import cpu_description
 
 COMMANDS = [["--help"], ["fit", "--help"], ["evaluate", "--help"], ["check-data", "--help"], ["export", "--help"]]
 
@@ -40,23 +41,13 @@ def measure(args: list[str], repo: Path, runs: int) -> tuple[float, float]:
     return statistics.median(walls), max(peaks)
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--before", type=Path, required=True, help="the checkout to compare with (imported by PYTHONPATH)")
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     after_repo, before_repo = Path(__file__).resolve().parents[1], args.before.resolve()
-    print(f"detkit start-up: before = {before_repo}, after = {after_repo}; {cpu_model()}, {os.cpu_count()} cores; "
+    print(f"detkit start-up: before = {before_repo}, after = {after_repo}; {cpu_description()}, {os.cpu_count()} cores; "
           f"median wall of {args.runs} fresh processes, largest peak RSS")  # fmt: skip
     print("| command | before s | after s | before / after | before MB | after MB |")
     print("|---|---:|---:|---:|---:|---:|")

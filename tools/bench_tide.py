@@ -15,12 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from detkit.machine import cpu_description
 
 from tools.bench_eval import make_dataset
 
@@ -61,21 +62,6 @@ names = dict(Cls="classification", Loc="localization", Both="both", Dupe="duplic
 errors = {names[k]: v for k, v in {**main, **special}.items()}
 print(json.dumps({"load": loaded - start, "decompose": done - loaded, "ap": run.ap, "errors": errors}))
 """
-
-
-def cpu() -> str:
-    """CPU model, cores and the vector / matrix extensions it has (avx2, avx512f, amx)."""
-    model, flags = platform.processor() or "unknown CPU", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    has = [f for f in ("avx2", "avx512f") if f in flags] + (["amx"] if any(f.startswith("amx") for f in flags) else [])
-    return f"{model}, {os.cpu_count()} cores available, flags: {', '.join(has) or 'none of avx2/avx512f/amx'}"
 
 
 def run(command: list[str], timeout: float) -> dict | None:
@@ -121,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     if ours is None:
         return 1
     print(f"TIDE decomposition, {args.images} images x {args.dets_per_image} detections x {args.classes} classes "
-          f"(seed {args.seed}); {cpu()}\n")  # fmt: skip
+          f"(seed {args.seed}); {cpu_description()}\n")  # fmt: skip
     print("| implementation | json load s | decompose s | AP50 | max abs diff vs detkit (AP, 8 dAP) |")
     print("|---|---:|---:|---:|---:|")
     same = True

@@ -19,6 +19,7 @@ OWN_SUBCOMMANDS = {
     "export": "detkit.commands.export",
     "prune": "detkit.commands.prune",
     "tune": "detkit.commands.tune",
+    "report": "detkit.commands.report",
 }
 
 
@@ -35,6 +36,7 @@ SUMMARIES = {
     "export": "a checkpoint to ONNX or TorchScript (decoding and NMS inside), optionally int8",
     "prune": "structured channel pruning of a checkpoint, to fine-tune",
     "tune": "search configs (Optuna) for the best val/map at the lowest latency: table, Pareto plot, configs",
+    "report": "one HTML page of a run or an evaluation: stats, curves, confusion, TIDE errors, failure galleries",
 }
 
 

@@ -10,6 +10,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from detkit.evaluation.json_stream import NotAnArray, iter_array
 from detkit.ops.xywh import xyxy_to_xywh
 
 try:  # orjson parses COCO results files several times faster than the standard library
@@ -167,22 +168,49 @@ def load_ground_truth(gt: str | Path | dict, source: str | None = None) -> Groun
 def load_results(results: str | Path | list, gt: GroundTruth, source: str | None = None) -> Results:
     """Read a COCO results json (a path or the parsed list) for :func:`load_ground_truth`'s ``gt``.
 
+    A file is read a block of detections at a time (:func:`~detkit.evaluation.json_stream.iter_array`):
+    memory holds the arrays (56 bytes a detection) and one block's json objects, never the whole list.
+
     Raises:
         ValueError: A detection names an image the ground truth does not have (pycocotools refuses
             such files too) or the file is not a list of ``{image_id, category_id, bbox, score}``.
     """
     source = source or (str(results) if not isinstance(results, list) else "results")
-    dets = results if isinstance(results, list) else read_json(results)
-    if not isinstance(dets, list):
-        raise ValueError(f"{source} is not a COCO results json (a list of detections)")
+    blocks: Any = [results] if isinstance(results, list) else iter_array(results)
+    columns: dict[str, list[np.ndarray]] = {"image": [], "category": [], "boxes": [], "scores": []}
+    try:
+        for dets in blocks:
+            for name, column in _result_columns(dets, gt, source).items():
+                columns[name].append(column)
+    except NotAnArray:
+        dets = read_json(results)  # names the file when it is not json at all
+        if not isinstance(dets, list):
+            raise ValueError(f"{source} is not a COCO results json (a list of detections)") from None
+        for name, column in _result_columns(dets, gt, source).items():  # a list after a byte-order mark, say
+            columns[name].append(column)
+    empty = {"image": np.zeros(0, np.int64), "category": np.zeros(0, np.int64),
+             "boxes": np.zeros((0, 4)), "scores": np.zeros(0)}  # fmt: skip
+    arrays = {}
+    for name in list(columns):  # one column at a time: the pieces of one are freed before the next is joined
+        pieces = columns.pop(name)
+        arrays[name] = np.concatenate(pieces) if pieces else empty[name]
+        del pieces
+    return Results(**arrays)
+
+
+def _result_columns(dets: list, gt: GroundTruth, source: str) -> dict[str, np.ndarray]:
+    """The arrays of one block of detections, those of categories the ground truth has."""
     image, image_ok = _index(_column(dets, "image_id", np.int64, source), gt.image_ids)
     if not image_ok.all():
         bad = dets[int(np.flatnonzero(~image_ok)[0])]["image_id"]
         raise ValueError(f"{source}: detection for image_id {bad}, which is not in the ground truth")
     category, category_ok = _index(_column(dets, "category_id", np.int64, source), gt.category_ids)
     scores = _column(dets, "score", np.float64, source)
+    boxes = _boxes(dets, source)
+    if category_ok.all():
+        return {"image": image, "category": category, "boxes": boxes, "scores": scores}
     keep = np.flatnonzero(category_ok)  # pycocotools never evaluates unknown categories
-    return Results(image=image[keep], category=category[keep], boxes=_boxes(dets, source)[keep], scores=scores[keep])
+    return {"image": image[keep], "category": category[keep], "boxes": boxes[keep], "scores": scores[keep]}
 
 
 def _coco_bbox(boxes: Any) -> list[list[float]]:

@@ -53,14 +53,13 @@ def pair_iou(dt_xywh: np.ndarray, gt_xywh: np.ndarray, gt_crowd: np.ndarray) -> 
     return np.where((w > 0) & (h > 0), iou, 0.0)
 
 
-def _best(values: np.ndarray, ok: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """Per segment: position of the last maximum of ``values`` where ``ok`` (-1 if none) -> ``[..., S]``."""
+def _best(values: np.ndarray, ok: np.ndarray, starts: np.ndarray, seg: np.ndarray) -> np.ndarray:
+    """Per segment: position of the last maximum of ``values`` where ``ok`` (-1 if none) -> ``[..., S]``
+    (``seg``: the segment of each position)."""
     masked = np.where(ok, values, -1.0)
     best = np.maximum.reduceat(masked, starts, axis=-1)
-    seg = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, masked.shape[-1]]))
-    pos = np.arange(masked.shape[-1])
     hit = ok & (masked == best[..., seg])
-    return np.maximum.reduceat(np.where(hit, pos, -1), starts, axis=-1)
+    return np.maximum.reduceat(np.where(hit, np.arange(masked.shape[-1]), -1), starts, axis=-1)
 
 
 def greedy_match(
@@ -107,12 +106,15 @@ def greedy_match(
         if len(sel) == 0:
             continue
         dets, gts, ious = pair_det[sel], pair_gt[sel], iou[sel]
-        starts = np.flatnonzero(np.r_[True, dets[1:] != dets[:-1]])
+        new_det = np.empty(len(dets), bool)
+        new_det[0], new_det[1:] = True, dets[1:] != dets[:-1]
+        starts = np.flatnonzero(new_det)
+        seg = np.cumsum(new_det) - 1  # the segment (detection) of each pair
         free = ~taken[:, :, gts] | gt_crowd[gts]  # [V, T, p]
         ok = (ious >= thr) & free
         ignored = gt_ignore[:, gts][:, None, :]  # [V, 1, p]
-        pick = _best(ious, ok & ~ignored, starts)  # [V, T, S]
-        fallback = _best(ious, ok & ignored, starts)
+        pick = _best(ious, ok & ~ignored, starts, seg)  # [V, T, S]
+        fallback = _best(ious, ok & ignored, starts, seg)
         pick = np.where(pick >= 0, pick, fallback)
         v, t, s = np.nonzero(pick >= 0)
         chosen = gts[pick[v, t, s]]

@@ -165,7 +165,7 @@ class CocoEvaluator(Metric):
         ``num_images``, the number of distinct images evaluated; plain floats, equal on every process.
         """
         gt, dt = self._coco(self._images())
-        stats = dict(evaluate_coco(gt, dt).stats)
+        stats = dict(evaluate_coco(gt, dt, keep_matches=False).stats)
         if self.voc_ap50:
             from detkit.evaluation.voc import voc_ap
 

@@ -10,11 +10,15 @@ import numpy as np
 
 from detkit.evaluation.cocoeval import RECALL_THRESHOLDS, CocoEvalResult
 from detkit.evaluation.cocojson import GroundTruth, Results, write_json
+from detkit.evaluation.errors import most_confused, normalize_rows
 from detkit.evaluation.matching import group_pairs, group_ranks, greedy_match, pair_iou
 
-__all__ = ["per_class_table", "format_table", "pr_curves", "confusion_matrix", "write_report"]
+__all__ = ["per_class_table", "format_table", "pr_curves", "confusion_matrix", "plot_confusion", "write_report"]
 
 _COLUMNS = ("class", "category_id", "num_gt", "num_dt", "ap", "ap50", "ap75", "ar100")
+#: Most classes drawn in the confusion picture and as per-class precision-recall curves (legibility).
+CONFUSION_LIMIT = 20
+PR_LIMIT = 10
 
 
 def per_class_table(result: CocoEvalResult, voc_ap50: np.ndarray | None = None) -> list[dict[str, Any]]:
@@ -107,7 +111,8 @@ def _plot_pr(path: Path, recall: np.ndarray, curves: dict[str, np.ndarray], titl
     ax = fig.subplots()
     for label, precision in curves.items():
         ax.plot(recall, precision, label=label)
-    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.01), title=title)
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.01))
+    ax.set_title(title, fontsize="medium" if len(title) < 50 else "small")
     ax.grid(alpha=0.3)
     if 0 < len(curves) <= 20:
         ax.legend(fontsize="small", loc="lower left")
@@ -115,22 +120,61 @@ def _plot_pr(path: Path, recall: np.ndarray, curves: dict[str, np.ndarray], titl
     fig.savefig(path, dpi=100)
 
 
-def _plot_confusion(path: Path, matrix: np.ndarray, names: list[str]) -> None:
-    from matplotlib.figure import Figure
+def plot_confusion(
+    path: str | Path, matrix: np.ndarray, names: list[str], score_threshold: float = 0.25, iou_threshold: float = 0.5,
+    limit: int = CONFUSION_LIMIT,
+) -> str:  # fmt: skip
+    """Draw a :func:`confusion_matrix` as counts and as row shares side by side (PNG at ``path``).
 
-    labels = [*names, "background"]
-    side = min(4 + 0.35 * len(labels), 30)
-    fig = Figure(figsize=(side, side))
-    ax = fig.subplots()
-    ax.imshow(np.log1p(matrix), cmap="Blues")
-    ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize="small")
-    ax.set_yticks(range(len(labels)), labels, fontsize="small")
-    ax.set(xlabel="predicted", ylabel="true", title="confusion matrix (IoU 0.5)")
-    if len(labels) <= 25:
-        for (i, j), v in np.ndenumerate(matrix):
-            ax.text(j, i, str(v), ha="center", va="center", fontsize="x-small")
+    With more than ``limit`` classes only the ``limit`` most confused ones (:func:`most_confused`)
+    and background are drawn. Returns the figure's title, which states what is drawn.
+    """
+    from matplotlib.figure import Figure  # no pyplot: no backend to choose, no global figure list
+
+    shown = most_confused(matrix, limit)
+    sub = matrix[np.ix_(shown, shown)]
+    labels = [*(names[k] for k in shown[:-1]), "background"]
+    n = len(labels)
+    title = f"confusion at IoU >= {iou_threshold:g}, score >= {score_threshold:g}"
+    if len(shown) < len(matrix):
+        title += f" ({n - 1} of {len(names)} classes: the most confused)"
+    side = min(max(3.0, 0.36 * n + 1.6), 14.0)
+    fig = Figure(figsize=(2 * side + 1.2, side + 1.0))
+    axes = fig.subplots(1, 2)
+    shares = normalize_rows(sub)
+    panels = ((axes[0], np.log1p(sub), sub, "counts", lambda v: str(v) if v else ""),
+              (axes[1], shares, shares, "share of each row (%)", lambda v: f"{100 * v:.0f}" if v >= 0.005 else ""))  # fmt: skip
+    for ax, shade, values, name, text in panels:
+        ax.imshow(shade, cmap="Blues", vmin=0, vmax=max(float(shade.max()), 1e-9))
+        ax.set_xticks(range(n), labels, rotation=90 if n > 8 else 30, ha="center" if n > 8 else "right", fontsize="small")
+        ax.set_yticks(range(n), labels, fontsize="small")
+        ax.set_xlabel("predicted (background: missed)")
+        ax.set_ylabel("true (background: detection on nothing)")
+        ax.set_title(name)
+        ax.axhline(n - 1.5, color="gray", linewidth=0.8)
+        ax.axvline(n - 1.5, color="gray", linewidth=0.8)
+        if n <= 25:
+            high = float(shade.max()) * 0.6
+            for (i, j), v in np.ndenumerate(values):
+                ax.text(j, i, text(v), ha="center", va="center", fontsize="x-small" if n > 12 else "small",
+                        color="white" if shade[i, j] > high else "black")  # fmt: skip
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+    return title
+
+
+def pr_subset(names: list[str], per_class: np.ndarray, limit: int = PR_LIMIT) -> tuple[dict[str, np.ndarray], str]:
+    """Per-class curves to draw (classes with ground truth): all, or past ``limit`` the ``limit // 2``
+    lowest and highest by AP (area under the curve) -> ``(name -> precision, title)``."""
+    valid = [(name, p) for name, p in zip(names, per_class) if p[0] > -1]
+    title = "precision-recall per class (IoU 0.5)"
+    if len(valid) <= limit:
+        return dict(valid), title
+    ranked = sorted(valid, key=lambda item: float(item[1].mean()))
+    half = limit // 2
+    chosen = ranked[:half] + ranked[-(limit - half):]
+    return {f"{name} ({p.mean():.2f})": p for name, p in chosen}, f"{title}: {half} lowest and {limit - half} highest AP50 of {len(valid)}"
 
 
 def write_report(
@@ -139,9 +183,13 @@ def write_report(
     result: CocoEvalResult,
     confusion: np.ndarray,
     voc_ap50: np.ndarray | None = None,
+    score_threshold: float = 0.25,
+    iou_threshold: float = 0.5,
 ) -> list[dict[str, Any]]:
     """Write ``metrics.json``, ``per_class.csv``, ``pr_curves.csv``, ``pr_overall.png``,
     ``pr_per_class.png``, ``confusion_matrix.csv`` and ``confusion_matrix.png`` to ``out_dir``.
+
+    ``score_threshold`` and ``iou_threshold`` are those ``confusion`` was counted at (for its title).
 
     Returns:
         The per-class rows (as in ``per_class.csv``).
@@ -167,13 +215,12 @@ def write_report(
             curves[f"IoU {iou}"] = overall
     _plot_pr(out / "pr_overall.png", RECALL_THRESHOLDS, curves, "precision-recall, all classes")
     recall, per_class, _ = pr_curves(result, 0.5)
-    valid = {name: p for name, p in zip(names, per_class) if p[0] > -1}
-    _plot_pr(out / "pr_per_class.png", recall, valid, "precision-recall per class (IoU 0.5)")
+    _plot_pr(out / "pr_per_class.png", recall, *pr_subset(names, per_class))
 
     labels = [*names, "background"]
     with (out / "confusion_matrix.csv").open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["true \\ predicted", *labels])
         writer.writerows([label, *row] for label, row in zip(labels, confusion.tolist()))
-    _plot_confusion(out / "confusion_matrix.png", confusion, names)
+    plot_confusion(out / "confusion_matrix.png", confusion, names, score_threshold, iou_threshold)
     return rows

@@ -9,7 +9,16 @@ import numpy as np
 from detkit.evaluation.cocojson import GroundTruth, Results, load_ground_truth, load_results, read_json
 from detkit.evaluation.matching import group_pairs, group_ranks, greedy_match, pair_iou
 
-__all__ = ["ERROR_TYPES", "SPECIAL_ERROR_TYPES", "ErrorDecomposition", "evaluate_tide"]
+__all__ = [
+    "DETECTION_OUTCOMES",
+    "ERROR_TYPES",
+    "GROUND_TRUTH_OUTCOMES",
+    "SPECIAL_ERROR_TYPES",
+    "ErrorAssignment",
+    "ErrorDecomposition",
+    "assign_errors",
+    "evaluate_tide",
+]
 
 #: TIDE's six main error types, in its order (tidecv's Cls, Loc, Both, Dupe, Bkg, Miss).
 ERROR_TYPES: tuple[str, ...] = ("classification", "localization", "both", "duplicate", "background", "missed")
@@ -18,6 +27,13 @@ SPECIAL_ERROR_TYPES: tuple[str, ...] = ("false_positive", "false_negative")
 # tidecv's 101 recall bars are ``x / 100`` (not np.linspace; the two differ in the last bit for some x).
 _RECALL_BARS = np.arange(101) / 100
 _CLS, _LOC, _BOTH, _DUPE, _BKG = range(5)  # codes of the detection errors, indices into ERROR_TYPES
+#: What :func:`assign_errors` says of each detection: matched, one of TIDE's five detection errors,
+#: unmatched inside a crowd region of its class (not in the AP), or past the ``max_dets`` cap.
+DETECTION_OUTCOMES: tuple[str, ...] = ("true_positive", *ERROR_TYPES[:5], "ignored", "not_evaluated")
+#: What :func:`assign_errors` says of each ground truth: matched by a true positive; matched by none
+#: but pointed at by a classification or localization error (fixing that error finds it); TIDE's
+#: "missed" (nothing points at it); a crowd region (never to be found).
+GROUND_TRUTH_OUTCOMES: tuple[str, ...] = ("found", "found_with_error", "missed", "crowd")
 
 
 @dataclass
@@ -126,6 +142,9 @@ class _Outcome:
     best: np.ndarray  # bool[D] the cls / loc error a free ground truth goes to when fixed
     free: np.ndarray  # bool[G] non-crowd ground truth no detection took (a false negative)
     usable: np.ndarray  # bool[G] free ground truth some cls / loc error points at (so not "missed")
+    order: np.ndarray  # int64[D] row in ``dt`` of each detection
+    partner: np.ndarray  # int64[D] ground truth matched (true positive) or that the error is judged against, -1: none
+    partner_iou: np.ndarray  # float64[D] IoU with ``partner`` (0 where none)
 
 
 def _match(
@@ -184,8 +203,8 @@ def _match(
         starts, counts = (np.cumsum(count) - count)[has_gt], count[has_gt]
         cls_iou, cls_at = _first_max(np.where(same, iou, 0.0), starts, counts)
         other_iou, other_at = _first_max(np.where(same, 0.0, iou), starts, counts)
-        dupe_iou, _ = _first_max(np.where(same & gt_used[pair_gt], iou, 0.0), starts, counts)
-        any_iou, _ = _first_max(iou, starts, counts)
+        dupe_iou, dupe_at = _first_max(np.where(same & gt_used[pair_gt], iou, 0.0), starts, counts)
+        any_iou, any_at = _first_max(iou, starts, counts)
         loc = (background_threshold <= cls_iou) & (cls_iou <= pos_threshold)
         wrong = ~loc & (other_iou >= pos_threshold)
         dupe = ~loc & ~wrong & (dupe_iou >= pos_threshold)
@@ -193,6 +212,14 @@ def _match(
         kind = np.select([loc, wrong, dupe, bkg], [_LOC, _CLS, _DUPE, _BKG], _BOTH)
         error[has_gt] = np.where(used[has_gt], -1, kind)
         target[has_gt] = pair_gt[np.where(loc, cls_at, other_at)]
+        at = np.select([kind == _LOC, kind == _CLS, kind == _DUPE], [cls_at, other_at, dupe_at], any_at)
+        partner_iou = np.zeros(num_d)
+        partner = np.full(num_d, -1, dtype=np.int64)
+        partner_iou[has_gt], partner[has_gt] = iou[at], np.where(iou[at] > 0, pair_gt[at], -1)
+        hit = matched[pair_det] == pair_gt  # a true positive's own pair
+        partner_iou[pair_det[hit]], partner[pair_det[hit]] = iou[hit], pair_gt[hit]
+    else:
+        partner, partner_iou = np.full(num_d, -1, dtype=np.int64), np.zeros(num_d)
 
     # A free ground truth claimed by cls / loc errors goes to the first (best-scoring) of them.
     fixable = np.flatnonzero((error == _CLS) | (error == _LOC))
@@ -204,7 +231,9 @@ def _match(
     usable = np.zeros(len(gt.boxes), dtype=bool)
     usable[target[fixable]] = True
     target_cls = np.append(gt.category, -1)[target]  # -1 where no target
-    return _Outcome(cls, score, used, ignored, error, target_cls, best, ~gt.iscrowd & ~gt_used, usable)
+    return _Outcome(
+        cls, score, used, ignored, error, target_cls, best, ~gt.iscrowd & ~gt_used, usable, order, partner, partner_iou
+    )
 
 
 
@@ -295,3 +324,69 @@ def evaluate_tide(
         category_ap=np.where(counted, ap, np.nan),
         category_errors=category_errors,
     )
+
+
+@dataclass
+class ErrorAssignment:
+    """Where each detection and ground truth lands in :func:`evaluate_tide`'s analysis, by row of ``dt`` / ``gt``.
+
+    Attributes:
+        detection: ``int64[D]`` index into :data:`DETECTION_OUTCOMES` of each detection.
+        detection_gt: ``int64[D]`` the ground-truth row it matched (a true positive) or its error is
+            judged against (the same-class box of a localization error or duplicate, the other-class box
+            of a classification error, the most overlapping box of a "both" or background error); ``-1``
+            where it overlaps none (or is not evaluated).
+        detection_iou: ``float64[D]`` IoU with ``detection_gt`` (0 where none).
+        ground_truth: ``int64[G]`` index into :data:`GROUND_TRUTH_OUTCOMES` of each ground truth.
+        ground_truth_detection: ``int64[G]`` the detection row that found it, else the evaluated
+            detection (any class) overlapping it most; ``-1`` where none overlaps it.
+        ground_truth_iou: ``float64[G]`` IoU with ``ground_truth_detection`` (0 where none).
+    """
+
+    detection: np.ndarray
+    detection_gt: np.ndarray
+    detection_iou: np.ndarray
+    ground_truth: np.ndarray
+    ground_truth_detection: np.ndarray
+    ground_truth_iou: np.ndarray
+
+
+def assign_errors(
+    gt: GroundTruth, dt: Results, pos_threshold: float = 0.5, background_threshold: float = 0.1, max_dets: int = 100
+) -> ErrorAssignment:
+    """The outcome of every detection and ground truth in :func:`evaluate_tide` (same arguments, same matching).
+
+    ``evaluate_tide(gt, dt).counts[name]`` is the number of detections (for ``"missed"``: ground
+    truths) assigned ``name``, plus, for a detection error, the ``"ignored"`` detections of that error
+    type (tidecv counts an unmatched detection inside a crowd region among the errors, though it
+    costs no AP). ``gt`` is taken in its own (ascending id) image order, as ``evaluate_tide`` takes
+    a parsed :class:`GroundTruth`.
+    """
+    m = _match(gt, dt, np.arange(len(gt.image_ids)), pos_threshold, background_threshold, max_dets)
+    num_d, num_g = len(dt.scores), len(gt.boxes)
+    kind = np.where(m.used, 0, m.error + 1)
+    kind[m.ignored] = DETECTION_OUTCOMES.index("ignored")
+    detection = np.full(num_d, DETECTION_OUTCOMES.index("not_evaluated"), dtype=np.int64)
+    detection[m.order] = kind
+    detection_gt = np.full(num_d, -1, dtype=np.int64)
+    detection_iou = np.zeros(num_d)
+    detection_gt[m.order], detection_iou[m.order] = m.partner, m.partner_iou
+
+    outcome = np.full(num_g, GROUND_TRUTH_OUTCOMES.index("found"), dtype=np.int64)
+    outcome[m.free & m.usable] = GROUND_TRUTH_OUTCOMES.index("found_with_error")
+    outcome[m.free & ~m.usable] = GROUND_TRUTH_OUTCOMES.index("missed")
+    outcome[gt.iscrowd] = GROUND_TRUTH_OUTCOMES.index("crowd")
+    # Each ground truth's best-overlapping evaluated detection; a found one's own true positive.
+    gt_det = np.full(num_g, -1, dtype=np.int64)
+    gt_iou = np.zeros(num_g)
+    if len(m.order):
+        pair_det, pos = group_pairs(dt.image[m.order], gt.image[np.argsort(gt.image, kind="stable")])
+        pair_gt = np.argsort(gt.image, kind="stable")[pos]
+        iou = pair_iou(dt.boxes[m.order[pair_det]], gt.boxes[pair_gt], np.zeros(len(pair_det), dtype=bool))
+        by_iou = np.lexsort((-iou, pair_gt))  # per ground truth, highest IoU first
+        first = by_iou[np.r_[True, pair_gt[by_iou][1:] != pair_gt[by_iou][:-1]]] if len(by_iou) else by_iou
+        keep = iou[first] > 0
+        gt_det[pair_gt[first[keep]]], gt_iou[pair_gt[first[keep]]] = m.order[pair_det[first[keep]]], iou[first[keep]]
+        tp = np.flatnonzero(m.used)
+        gt_det[m.partner[tp]], gt_iou[m.partner[tp]] = m.order[tp], m.partner_iou[tp]
+    return ErrorAssignment(detection, detection_gt, detection_iou, outcome, gt_det, gt_iou)

@@ -1,13 +1,12 @@
-"""Lightning callbacks of detkit: checkpoints under the run's root, training curves, and predictions (JSON + drawn PNGs)."""
+"""Lightning callbacks of detkit: checkpoints under the run's root, training curves, and predictions (streamed JSON + drawn PNGs)."""
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
@@ -17,6 +16,7 @@ from PIL import Image
 
 from detkit.pictures.curves import plot_curves
 from detkit.pictures.visualize import draw_detections
+from detkit.training.prediction_files import PartWriter, merge_parts, part_path
 
 __all__ = ["Checkpoint", "Curves", "PredictionWriter"]
 
@@ -197,39 +197,58 @@ class Curves(Callback):
 
 
 class PredictionWriter(BasePredictionWriter):
-    """Writes ``predictions.json`` (boxes in original pixels) and draws the first images to PNG.
+    """Writes the detections of ``detkit predict`` as they come (boxes in original pixels) and draws the first images to PNG.
 
-    Under DDP each process writes ``predictions.rank<R>.json`` for its share of the images; rank 0
-    then merges them into one ``predictions.json`` in dataset order (images that the distributed
-    sampler repeated to even out the shares appear once) and removes the parts.
+    Every batch's detections go to this process's part, ``predictions.rank<R>.jsonl`` (one JSON line
+    per image, flushed after each batch; :mod:`detkit.training.prediction_files`), so nothing per
+    image is held in memory and a killed run keeps every finished batch. When the run ends, rank 0
+    merges the parts of all processes, streaming, into one ``predictions.json`` (a list of
+    ``{file_name, boxes, scores, labels, names}``, as always) or, with ``output_format: jsonl``,
+    ``predictions.jsonl`` (one such record a line), in dataset order with each image once, and
+    removes the parts. Under DDP across nodes the output folder must be one that every node
+    writes to (a shared file system); rank 0 names the parts it cannot see otherwise.
     """
 
-    def __init__(self, output_dir: str | None = None, max_drawn: int = 8, draw_threshold: float = 0.3) -> None:
+    def __init__(
+        self,
+        output_dir: str | None = None,
+        max_drawn: int = 8,
+        draw_threshold: float = 0.3,
+        output_format: Literal["json", "jsonl"] = "json",
+    ) -> None:
         """Where and how much to write.
 
         Args:
-            output_dir: folder for ``predictions.json`` and the drawn PNGs; default
+            output_dir: folder for the predictions and the drawn PNGs; default
                 ``<trainer.default_root_dir>/predictions``.
             max_drawn: how many images to draw in all (0: none).
-            draw_threshold: only detections at or above this score are drawn (all are written to JSON).
+            draw_threshold: only detections at or above this score are drawn (all are written).
+            output_format: ``json``: one ``predictions.json`` list; ``jsonl``: ``predictions.jsonl``,
+                one record a line (read it a line at a time).
         """
         super().__init__(write_interval="batch")
         if max_drawn < 0:
             raise ValueError(f"max_drawn must be >= 0, got {max_drawn}")
+        if output_format not in ("json", "jsonl"):
+            raise ValueError(f"output_format must be 'json' or 'jsonl', got {output_format!r}")
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.max_drawn = max_drawn
         self.draw_threshold = draw_threshold
-        self._records: list[dict[str, Any]] = []
+        self.output_format = output_format
+        self._part: PartWriter | None = None
         self._drawn = 0
         self._dir: Path | None = None
+        self.path: Path | None = None  # the merged file, once written
 
     def directory(self, trainer: Trainer) -> Path:
         """The folder this run writes to."""
         return self.output_dir if self.output_dir is not None else Path(trainer.default_root_dir) / "predictions"
 
     def on_predict_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._records, self._drawn = [], 0
+        self._drawn, self.path = 0, None
         self._dir = self.directory(trainer)
+        self._close()
+        self._part = PartWriter(part_path(self._dir, trainer.global_rank))
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx):
         datamodule = trainer.datamodule
@@ -237,15 +256,15 @@ class PredictionWriter(BasePredictionWriter):
         share = math.ceil(self.max_drawn / trainer.world_size)  # each process draws its share
         for i, det in enumerate(prediction):
             index = int(batch_indices[i])  # the dataset index (global under DDP)
-            self._records.append(
+            self._part.write(
+                index,
                 {
-                    "index": index,
                     "file_name": det.get("file_name"),
                     "boxes": det["boxes"].tolist(),
                     "scores": det["scores"].tolist(),
                     "labels": det["labels"].tolist(),
                     "names": det["names"],
-                }
+                },
             )
             if self._drawn < share and dataset is not None:
                 image, _ = dataset.dataset[index]  # the untransformed image
@@ -253,30 +272,44 @@ class PredictionWriter(BasePredictionWriter):
                 drawn = draw_detections(
                     image, det["boxes"][keep], det["labels"][keep], pl_module.class_names, det["scores"][keep]
                 )
-                self._dir.mkdir(parents=True, exist_ok=True)
                 stem = Path(det.get("file_name") or f"image_{index:06d}").stem
                 Image.fromarray(drawn).save(self._dir / f"{stem}.png")
                 self._drawn += 1
+        self._part.flush()  # a killed run keeps this batch
 
     def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         folder = self._dir or self.directory(trainer)
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / "predictions.json"
-        if trainer.world_size == 1:
-            records = self._records
-        else:
-            (folder / f"predictions.rank{trainer.global_rank}.json").write_text(json.dumps(self._records))
-            trainer.strategy.barrier("detkit_predictions_written")
-            if trainer.global_rank == 0:
-                parts = [folder / f"predictions.rank{rank}.json" for rank in range(trainer.world_size)]
-                by_index = {}
-                for part in parts:
-                    for record in json.loads(part.read_text()):
-                        by_index.setdefault(record["index"], record)
-                    part.unlink()
-                records = [by_index[i] for i in sorted(by_index)]
-        if trainer.global_rank == 0:
-            path.write_text(json.dumps([{k: v for k, v in r.items() if k != "index"} for r in records]))
-            print(f"wrote {len(records)} predictions to {path} and drawn images to {folder}")
+        self._close()
         if trainer.world_size > 1:
-            trainer.strategy.barrier("detkit_predictions_merged")
+            trainer.strategy.barrier("detkit_predictions_written")
+        error = None
+        if trainer.global_rank == 0:
+            parts = [part_path(folder, rank) for rank in range(trainer.world_size)]
+            missing = [str(part) for part in parts if not part.is_file()]
+            if missing:
+                error = (
+                    f"rank 0 cannot see the predictions of {len(missing)} processes ({', '.join(missing[:4])}): "
+                    "under DDP across nodes --predictions.output_dir must be a folder every node shares; "
+                    "each node keeps its own parts (detkit.training.prediction_files.merge_parts merges them)"
+                )
+            else:
+                self.path = folder / f"predictions.{self.output_format}"
+                count = merge_parts(parts, self.path, json_lines=self.output_format == "jsonl")
+                for part in parts:
+                    part.unlink()
+                print(f"wrote {count} predictions to {self.path} and drawn images to {folder}")
+        if trainer.world_size > 1:
+            error = trainer.strategy.broadcast(error, src=0)  # every process fails alike, none waits
+        if error is not None:
+            raise FileNotFoundError(error)
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        self._close()  # the part keeps every finished batch
+
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        if self._part is not None:
+            self._part.close()
+            self._part = None

@@ -19,6 +19,7 @@ from detkit.checkpoints import read_checkpoint
 from detkit.config import instantiate
 from detkit.data import DetectionDataModule
 from detkit.training.module import DetectionModule
+from detkit.training.test_report import TestReport
 
 __all__ = ["DetkitCLI", "build_cli", "build_data", "dump_config", "match_checkpoint_input", "match_model_input", "parse_config"]
 
@@ -34,6 +35,8 @@ class DetkitCLI(LightningCLI):
       log when ``fit`` ends;
     - a :class:`~detkit.training.callbacks.PredictionWriter` (group ``predictions``) writes what
       ``detkit predict`` finds;
+    - a :class:`~detkit.training.test_report.TestReport` (group ``test_report``) writes
+      ``<root>/test/report.html`` when ``test`` ends (``--test_report.enabled false``: not);
     - ``validate``, ``test`` and ``predict`` with ``--ckpt_path`` letterbox as the checkpoint was
       trained (its ``input_size`` and ``pad_multiple``; a warning says so when the config differs);
     - options are taken by their full names only (no argparse abbreviations);
@@ -76,6 +79,7 @@ class DetkitCLI(LightningCLI):
             }
         )
         parser.add_lightning_class_args(PredictionWriter, "predictions")
+        parser.add_lightning_class_args(TestReport, "test_report")
 
     def _subcommand_config(self) -> Namespace:
         return self.config[self.subcommand] if self.subcommand else self.config
@@ -84,10 +88,14 @@ class DetkitCLI(LightningCLI):
         return Path(self._subcommand_config().trainer.get("default_root_dir") or os.getcwd())
 
     def before_instantiate_classes(self) -> None:
-        """Evaluate and predict at the input size the checkpoint was trained at."""
+        """Evaluate and predict at the input size the checkpoint was trained at; ``predict`` keeps
+        nothing in memory per image unless asked (``--return_predictions true``): the
+        :class:`~detkit.training.callbacks.PredictionWriter` streams every batch to disk."""
         config = self._subcommand_config()
         if self.subcommand in ("validate", "test", "predict") and config.get("ckpt_path"):
             match_checkpoint_input(config.data, config.ckpt_path)
+        if self.subcommand == "predict" and config.get("return_predictions") is None:
+            config.return_predictions = False
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """The Trainer, with CSV + TensorBoard loggers under ``default_root_dir`` when ``logger`` is unset."""

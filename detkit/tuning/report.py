@@ -3,31 +3,17 @@
 from __future__ import annotations
 
 import csv
-import platform
 from pathlib import Path
 from typing import Any, Callable
 
 import optuna
 from optuna.trial import TrialState
 
-__all__ = ["cpu_model", "front_trials", "trial_rows", "write_study_outputs"]
+from detkit.machine import cpu_description
+
+__all__ = ["front_trials", "trial_rows", "write_study_outputs"]
 
 _MEASURED = ("map", "latency_ms", "gflops", "params_m", "peak_rss_mb", "train_images_per_s", "epochs", "wall_s")
-
-
-def cpu_model() -> str:
-    """The CPU's model name and its vector extensions that change torch's speed (AVX2, AVX-512, AMX)."""
-    name, flags = platform.processor() or "unknown CPU", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    shown = [f for f in ("avx2", "avx512f", "amx_tile") if f in flags]
-    return f"{name} ({', '.join(shown) or 'no avx2'})"
 
 
 def trial_rows(study: optuna.Study, keys: list[str]) -> list[dict[str, Any]]:
@@ -88,9 +74,10 @@ def _plot(study: optuna.Study, root: Path, objective: str, front: list[optuna.tr
     unit = "batch-1 latency of the ONNX export (ms)" if objective == "latency_ms" else "GFLOPs per image"
     ax.set_xlabel(f"{unit}: lower is better")
     ax.set_ylabel("val/map: higher is better")
-    ax.set_title(f"study {study.study_name}: {len(done)} finished trials\n{cpu_model()}", fontsize=9)
+    pruned = len(study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)))
+    ax.set_title(f"study {study.study_name}: {len(done)} finished trials (+{pruned} pruned)\n{cpu_description()}", fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     fig.savefig(root / "pareto.png")
     plt.close(fig)

@@ -88,3 +88,20 @@ def test_write_report_files(case, tmp_path):
     all_50 = next(r for r in curves[1:] if r[0] == "0.5" and r[1] == "all")
     np.testing.assert_allclose([float(v) for v in all_50[2:]], [0.5] * 101, atol=1e-12)
     assert json.loads((tmp_path / "metrics.json").read_text())["map"] == pytest.approx(0.5)
+
+
+def test_many_classes_stay_legible(tmp_path):
+    from detkit.evaluation.report import plot_confusion, pr_subset
+
+    names = [f"c{k}" for k in range(80)]
+    per_class = np.tile(np.linspace(0, 1, 80)[:, None], (1, 101))
+    per_class[3] = -1  # no ground truth: never drawn
+    curves, title = pr_subset(names, per_class)
+    assert len(curves) == 10 and "5 lowest and 5 highest AP50 of 79" in title
+    assert [k.split()[0] for k in curves][:2] == ["c0", "c1"] and list(curves)[-1].startswith("c79")
+    assert len(pr_subset(names[:4], per_class[:4])[0]) == 3
+    matrix = np.eye(81, dtype=np.int64) * 5
+    matrix[7, 80] = 9  # class 7 missed: among the most confused
+    title = plot_confusion(tmp_path / "c.png", matrix, names, score_threshold=0.3, iou_threshold=0.6)
+    assert title == "confusion at IoU >= 0.6, score >= 0.3 (20 of 80 classes: the most confused)"
+    assert (tmp_path / "c.png").stat().st_size > 0

@@ -131,7 +131,7 @@ def test_detections_equal_torchvision(name):
         assert len(have["boxes"]) == len(want["boxes"])
         assert torch.equal(have["labels"], want["labels"])
         torch.testing.assert_close(have["scores"], want["scores"], atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(have["boxes"], want["boxes"], atol=1e-3, rtol=1e-4)
+        torch.testing.assert_close(have["boxes"], want["boxes"], atol=1e-5, rtol=1e-4)
 
 
 def test_fcos_decoding_thresholds_are_torchvision_defaults():

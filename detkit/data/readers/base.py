@@ -5,12 +5,12 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from torch.utils.data import Dataset
 
-__all__ = ["AnnotationError", "AnnotationProblems", "DatasetIssues", "Reader", "examples"]
+__all__ = ["AnnotationError", "AnnotationProblems", "DatasetIssues", "Reader", "examples", "pixels_by_image_id"]
 
 _EXAMPLES = 3  # how many offending items a message names
 
@@ -154,3 +154,20 @@ class Reader(Dataset):
     def target(self, index: int) -> dict[str, Any]:
         """The target of item ``index`` (without decoding its image where the format allows)."""
         return self[index][1]
+
+
+def pixels_by_image_id(reader: Reader) -> Callable[[int], Any]:
+    """``image_id -> uint8 [H, W, 3]`` pixels of a reader's items, ``None`` for an id it does not hold
+    (what report galleries draw on). Readers with ``image_ids`` are looked up by them; others use the
+    item index as the id."""
+    ids = getattr(reader, "image_ids", None)
+    index = {int(i): k for k, i in enumerate(ids)} if ids is not None else None
+
+    def pixels(image_id: int) -> Any:
+        k = index.get(image_id) if index is not None else image_id
+        if k is None or not 0 <= k < len(reader):
+            return None
+        image, target = reader[k]
+        return image if int(target["image_id"]) == image_id else None
+
+    return pixels

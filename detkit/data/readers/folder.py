@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from detkit.data.readers.base import DatasetIssues
-from detkit.data.readers.records import DetectionRecords, Records, empty_target
+from detkit.data.readers.records import DetectionRecords, PackedTargets, Records, empty_target
 
 __all__ = ["FolderReader"]
 
@@ -45,7 +47,7 @@ class FolderReader(DetectionRecords):
         return Records(
             files=files,
             sizes=[None] * len(files),
-            targets=[empty_target() for _ in files],
+            targets=PackedTargets(empty_target(), np.zeros(len(files) + 1, dtype=np.int64)),  # nothing per image
             class_names=[],
             issues=issues,
         )

@@ -1,6 +1,6 @@
 """CocoReader's column-wise parse: the records of a json with every edge case, derived by hand, whichever way it is read.
 
-The annotations list is read in chunks of ``coco._CHUNK_BYTES`` (patched down to 1 byte, so that
+The annotations list is read in chunks of ``coco_json._CHUNK_BYTES`` (patched down to 1 byte, so that
 every possible cut is tried) unless something sends the reader to the whole-file parse; each test
 says which path it takes and checks that it did.
 """
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from detkit.data.readers import AnnotationError, CocoReader
-from detkit.data.readers import coco
+from detkit.data.readers import coco_json
 from detkit.data.readers.records import PackedTargets
 
 CATEGORIES = [{"id": 5, "name": "b"}, {"id": 90, "name": "z"}, {"id": 2, "name": "a"}]  # labels: 2 -> 0, 5 -> 1, 90 -> 2
@@ -96,9 +96,9 @@ def _check_edge_case_records(reader: CocoReader) -> None:
 @pytest.mark.parametrize("chunk_bytes", [1, 64, 2**20])
 @pytest.mark.parametrize("indent", [None, 2], ids=["compact", "indented"])
 def test_edge_cases_read_in_chunks(tmp_path: Path, monkeypatch, chunk_bytes: int, indent: int | None) -> None:
-    monkeypatch.setattr(coco, "_CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(coco_json, "_CHUNK_BYTES", chunk_bytes)
     images_dir, ann_file = _write(tmp_path, _document(), indent)
-    assert coco._read(ann_file)[1] is not None  # the chunked path
+    assert coco_json.read_coco_json(ann_file)[1] is not None  # the chunked path
     _check_edge_case_records(CocoReader(images_dir, ann_file))
 
 
@@ -111,20 +111,20 @@ def test_edge_cases_read_in_chunks(tmp_path: Path, monkeypatch, chunk_bytes: int
     ids=["nested-key-first", "nested-objects"],
 )
 def test_edge_cases_read_whole(tmp_path: Path, monkeypatch, changes: dict[str, Any]) -> None:
-    monkeypatch.setattr(coco, "_RETRIES", 0)  # no second cut: a nested object sends the reader to the whole file
-    monkeypatch.setattr(coco, "_CHUNK_BYTES", 1)
+    monkeypatch.setattr(coco_json, "_RETRIES", 0)  # no second cut: a nested object sends the reader to the whole file
+    monkeypatch.setattr(coco_json, "_CHUNK_BYTES", 1)
     images_dir, ann_file = _write(tmp_path, _document(**changes))
-    assert coco._read(ann_file)[1] is None  # the whole-file path
+    assert coco_json.read_coco_json(ann_file)[1] is None  # the whole-file path
     _check_edge_case_records(CocoReader(images_dir, ann_file))
 
 
 def test_cuts_inside_strings_and_nested_objects_are_retried(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(coco, "_CHUNK_BYTES", 1)
+    monkeypatch.setattr(coco_json, "_CHUNK_BYTES", 1)
     tricky = {"note": 'a "},{" and a }] in a string', "attributes": [{"a": 1}, {"b": {"c": [1]}}],
               "segmentation": {"counts": "ab[]\\}{", "size": [6, 8]}}  # fmt: skip
     data = _document(annotations=[{**a, **tricky} for a in ANNOTATIONS])
     images_dir, ann_file = _write(tmp_path, data)
-    columns = coco._read(ann_file)[1]
+    columns = coco_json.read_coco_json(ann_file)[1]
     assert columns is not None
     np.testing.assert_array_equal(columns["image_id"], [a["image_id"] for a in ANNOTATIONS])
     np.testing.assert_array_equal(columns["bbox"], [a["bbox"] for a in ANNOTATIONS])
@@ -149,7 +149,7 @@ def test_cuts_inside_strings_and_nested_objects_are_retried(tmp_path: Path, monk
     ],
 )
 def test_a_bad_annotation_deep_in_the_list_is_named(tmp_path: Path, monkeypatch, bad: dict[str, Any], message: str) -> None:
-    monkeypatch.setattr(coco, "_CHUNK_BYTES", 256)  # the bad one is in a later chunk
+    monkeypatch.setattr(coco_json, "_CHUNK_BYTES", 256)  # the bad one is in a later chunk
     good = [{"id": 1000 + k, "image_id": 30, "category_id": 2, "bbox": [1, 1, 2, 2]} for k in range(206)]
     images_dir, ann_file = _write(tmp_path, _document(annotations=[*good, {**good[0], "id": 207, **bad}]))
     with pytest.raises(AnnotationError, match=rf"^{message}"):
@@ -157,10 +157,10 @@ def test_a_bad_annotation_deep_in_the_list_is_named(tmp_path: Path, monkeypatch,
 
 
 def test_duplicate_annotation_ids_across_chunks_raise(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(coco, "_CHUNK_BYTES", 64)
+    monkeypatch.setattr(coco_json, "_CHUNK_BYTES", 64)
     annotations = [*ANNOTATIONS, {**ANNOTATIONS[0], "image_id": 40}, {**ANNOTATIONS[1], "id": 1}]
     images_dir, ann_file = _write(tmp_path, _document(annotations=annotations))
-    assert coco._read(ann_file)[1] is not None
+    assert coco_json.read_coco_json(ann_file)[1] is not None
     with pytest.raises(AnnotationError, match=r"duplicate annotation ids \[1\] in .*ann\.json"):
         CocoReader(images_dir, ann_file).load()
 
@@ -215,9 +215,9 @@ def test_synthetic_train2017_like_json_agrees_with_pycocotools(tmp_path: Path, m
     """tools/bench_scale.py's generator, read by detkit and by pycocotools: the same boxes per image."""
     from pycocotools.coco import COCO
 
-    from tools.bench_scale import COCO_CATEGORY_IDS, synthetic_coco
+    from tools.scale_sets import COCO_CATEGORY_IDS, synthetic_coco
 
-    monkeypatch.setattr(coco, "_CHUNK_BYTES", 4096)
+    monkeypatch.setattr(coco_json, "_CHUNK_BYTES", 4096)
     data = synthetic_coco(300, seed=1)
     assert len(data["images"]) == 300 and len(data["annotations"]) == round(300 * 860_001 / 118_287)
     images_dir, ann_file = _write(tmp_path, data)
@@ -225,7 +225,7 @@ def test_synthetic_train2017_like_json_agrees_with_pycocotools(tmp_path: Path, m
         warnings.simplefilter("ignore")
         reader = CocoReader(images_dir, ann_file).load()
         gt = COCO(str(ann_file))
-    assert coco._read(ann_file)[1] is not None
+    assert coco_json.read_coco_json(ann_file)[1] is not None
     label_of = {c: k for k, c in enumerate(COCO_CATEGORY_IDS)}
     for k, image_id in enumerate(reader.image_ids):
         image = gt.imgs[image_id]
