@@ -26,6 +26,7 @@ def _in_worker(**kwargs) -> tuple[int, int]:
 
 
 def test_workers_freeze_what_they_inherit_and_keep_lightnings_seeding(monkeypatch) -> None:
+    monkeypatch.delenv("PL_SEED_WORKERS", raising=False)  # no seed_everything(workers=True) before
     frozen, seed = _in_worker(worker_init_fn=freeze_inherited_objects)
     assert frozen > 1000  # the modules, classes and functions of the main process
     plain_frozen, plain_seed = _in_worker()
