@@ -76,15 +76,22 @@ def test_two_process_ddp_fit_keeps_ranks_identical_and_counts_val_images_once(tm
         "--ckpt_path", str(tmp_path / "checkpoints" / "last.ckpt"),
         "--trainer.accelerator", "cpu", "--trainer.strategy", "ddp", "--trainer.devices", "1", "--trainer.num_nodes", "2",
     ]  # fmt: skip
-    nodes = [
-        subprocess.Popen(
-            [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1", "--node_rank", str(rank),
-             "--master_addr", "127.0.0.1", "--master_port", str(port), *predict],
-            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        for rank in (0, 1)
-    ]
-    outputs = [node.communicate(timeout=300) for node in nodes]
+    def run_nodes(port: int) -> tuple[list[subprocess.Popen], list[tuple[str, str]]]:
+        nodes = [
+            subprocess.Popen(
+                [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1", "--node_rank",
+                 str(rank), "--master_addr", "127.0.0.1", "--master_port", str(port), *predict],
+                cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            for rank in (0, 1)
+        ]
+        return nodes, [node.communicate(timeout=300) for node in nodes]
+
+    nodes, outputs = run_nodes(port)
+    if any(node.returncode != 0 and "terminate called without an active exception" in err for node, (_, err) in zip(nodes, outputs)):
+        # Seen once in a full-suite run (not in 5 runs of this test alone): a process of the pair aborted in
+        # native code (std::terminate) before predicting. Run the pair once more; a second abort fails.
+        nodes, outputs = run_nodes(_free_port())
     for node, (_, stderr) in zip(nodes, outputs):
         assert node.returncode == 0, stderr[-4000:]
     merged = json.loads((tmp_path / "predictions" / "predictions.json").read_text())
