@@ -25,6 +25,7 @@ from torchvision.models import get_model_weights
 
 from detkit.models.backbones import ResNetBackbone, resolve_weights
 from detkit.models.detector import Detector
+from detkit.models.heads.anchors import AnchorGrid
 from detkit.models.heads.dense_decoder import DenseDecoder
 from detkit.models.heads.fcos import FCOSHead
 from detkit.models.heads.retinanet import RetinaNetHead
@@ -39,6 +40,7 @@ __all__ = [
     "read_torchvision_state",
     "retinanet_resnet50_fpn_v2",
     "torchvision_class_names",
+    "torchvision_num_classes",
 ]
 
 
@@ -218,6 +220,14 @@ def torchvision_class_names(model: str, weights: str = "COCO_V1") -> list[str]:
     """The class names of published weights, one per classifier output (COCO: 91, with ``__background__`` and ``N/A``)."""
     _check_model(model)
     return list(resolve_weights(weights, get_model_weights(model)).meta["categories"])
+
+
+def torchvision_num_classes(model: str, state: dict[str, Tensor]) -> int:
+    """Classes of a torchvision detector's state dict: its classifier's outputs over the anchors per cell
+    (1 for FCOS, the default :class:`AnchorGrid`'s 9 for RetinaNet, as the compositions above build them)."""
+    _check_model(model)
+    per_cell = 1 if model == "fcos_resnet50_fpn" else AnchorGrid().num_per_location
+    return state["head.classification_head.cls_logits.bias"].shape[0] // per_cell
 
 
 def load_torchvision_weights(detector: nn.Module, model: str, state: dict[str, Tensor]) -> tuple[list[str], list[str]]:

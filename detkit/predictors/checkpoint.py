@@ -161,12 +161,12 @@ def load_torchvision_predictor(
         parse_torchvision_source,
         read_torchvision_state,
         torchvision_class_names,
+        torchvision_num_classes,
     )
 
     model, weights = parse_torchvision_source(source)
     _, state = read_torchvision_state(source)
-    outputs = state["head.classification_head.cls_logits.bias"].shape[0]
-    num_classes = outputs // (9 if model.startswith("retinanet") else 1)
+    num_classes = torchvision_num_classes(model, state)
     detector = TORCHVISION_DETECTORS[model](num_classes=num_classes)
     load_torchvision_weights(detector, model, state)
     names = torchvision_class_names(model, weights if not Path(weights).suffix else "COCO_V1")
